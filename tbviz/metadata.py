@@ -1,0 +1,53 @@
+"""The on-disk contract of tbviz: where it writes and under which tags.
+
+This module is the single owner of the tag scheme. Everything that writes
+(`tbviz.summary`) or reads (`tbviz.export`, the tests) goes through it. It
+imports nothing from TensorFlow so that readers stay light.
+
+Layout, inside the ``log_dir`` given to `ActivationLogger`:
+
+    <log_dir>/activations/            the run (beside Keras' train/ and validation/)
+        events.out.tfevents.*         one file per writer session
+
+Tags in that run, one series per selected layer, ``step`` = Keras' 0-based
+epoch index (the step Keras' ``TensorBoard`` callback gives ``epoch_*``):
+
+    feature_maps/<layer>    image: one PNG per probe sample, the layer's maps
+                            normalised, colour-mapped and tiled in a grid
+    mean/<layer>            scalar: mean of the layer's finite activations
+    std/<layer>             scalar: their standard deviation
+    zero_fraction/<layer>   scalar: fraction of activations exactly 0 (dead ReLUs)
+    distribution/<layer>    histogram of the finite activations
+
+``<layer>`` is the layer's path: its name, or ``outer/inner`` for a layer inside
+a nested model. Image summaries use TensorBoard's ``images`` plugin format:
+a string tensor ``[width, height, png_0, ..., png_k-1]``.
+"""
+
+from __future__ import annotations
+
+RUN_NAME = "activations"
+
+IMAGE = "feature_maps"
+MEAN = "mean"
+STD = "std"
+ZERO_FRACTION = "zero_fraction"
+DISTRIBUTION = "distribution"
+
+SCALAR_KINDS = (MEAN, STD, ZERO_FRACTION)
+KINDS = (IMAGE, *SCALAR_KINDS, DISTRIBUTION)
+
+
+def tag(kind: str, layer_path: str) -> str:
+    """Returns the tag of one series of one layer, e.g. ``feature_maps/conv2d``."""
+    if kind not in KINDS:
+        raise ValueError(f"Unknown tag kind; expected one of {KINDS}. Received: kind={kind!r}")
+    return f"{kind}/{layer_path}"
+
+
+def parse_tag(tag_name: str) -> tuple[str, str] | None:
+    """Splits a tbviz tag into ``(kind, layer_path)``; None if it is not one of ours."""
+    kind, sep, layer_path = tag_name.partition("/")
+    if not sep or kind not in KINDS or not layer_path:
+        return None
+    return kind, layer_path
