@@ -1,0 +1,405 @@
+"""`ActivationLogger`: a Keras callback that pictures feature maps every epoch."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tbviz import layers as layer_selection
+from tbviz import metadata
+from tbviz.pictures import PictureOptions, render
+from tbviz.stats import layer_statistics
+from tbviz.summary import LayerSummaryWriter
+
+_DIVERGING = {
+    "BrBG", "PRGn", "PiYG", "PuOr", "RdBu", "RdGy", "RdYlBu", "RdYlGn", "Spectral",
+    "bwr", "coolwarm", "seismic", "berlin", "managua", "vanimo",
+}  # fmt: skip
+
+
+class ActivationLogger(keras.callbacks.Callback):
+    """Logs each selected layer's feature maps on a fixed probe batch to TensorBoard.
+
+    At the end of every `freq`-th epoch the probe batch goes once through an
+    activation model (built once, run in inference mode inside a
+    ``tf.function``); each selected layer's output becomes one picture per
+    probe sample (its channels normalised, colour-mapped and tiled in a
+    near-square grid) written with ``tf.summary.image`` to the run
+    ``<log_dir>/activations`` under the tag ``feature_maps/<layer path>``,
+    at step = Keras' epoch index, beside mean, standard deviation, zero
+    fraction and a histogram of the layer's activations. See
+    `tbviz.metadata` for the tag scheme.
+
+    Logging never stops training: a failure while picturing or writing is
+    reported as a warning and the next epoch tries again. Mistakes in the
+    arguments are reported before training starts (or, for a Sequential model
+    without an ``Input``, after its first batch, when its input shape exists).
+
+    Args:
+        probe_images: the fixed probe batch: an array ``(N, ...)`` matching the
+            model's input, a list or dict of arrays for a model with several
+            inputs, or a ``tf.data.Dataset`` whose first batch is taken
+            (``(x, y)`` elements give ``x``).
+        log_dir: the directory given to Keras' ``TensorBoard`` callback, if any;
+            tbviz writes to its ``activations`` subdirectory. Defaults to `"logs"`.
+        layers: which layers to log: None for the default (every layer with a
+            spatial or sequence output except input, dropout, padding,
+            cropping and reshape layers; past `max_layers`, activation-like
+            layers spread over the depth); or a layer name, a path into a
+            nested model (``"backbone/block_1_relu"``), a glob pattern
+            (``"conv*"``), a compiled regular expression, a layer class, or a
+            list of these. Defaults to `None`.
+        freq: log every `freq` epochs (epochs 0, freq, 2 * freq, ...).
+            Defaults to `1`.
+        normalize: ``"map"``: one contrast per feature map, to see the
+            pattern in each map however weak it is; ``"layer"``: one scale for
+            all maps of the layer and all probe samples, so channels can be
+            compared (the article's picture); ``"fixed"``: like ``"layer"``
+            but the scale of the first logged epoch (or `value_range`) is kept
+            for all later epochs, so brightness can be compared along the
+            step slider. Defaults to `"map"`.
+        clip_percentile: the percent of values clipped at each end of the range
+            so that a few outliers cannot wash out a map; 0 uses min and max.
+            Defaults to `1.0`.
+        value_range: with ``normalize="fixed"``, a ``(low, high)`` range to use
+            instead of the first logged epoch's. Defaults to `None`.
+        cmap: any matplotlib colour-map name: ``"viridis"`` (the article's),
+            ``"gray"``, or a diverging map such as ``"RdBu_r"`` for signed
+            activations (diverging maps put 0 in the middle). Defaults to
+            `"viridis"`.
+        max_channels: at most this many channels per layer (the first ones).
+            Defaults to `64`.
+        max_size: each picture fits in ``max_size x max_size`` pixels; larger
+            maps are shrunk by area averaging. Defaults to `256`.
+        max_layers: the most layers the default selection picks. Defaults to `12`.
+        stats: log mean, std and zero-fraction scalars per layer. Defaults to `True`.
+        histograms: log a histogram of each layer's activations. Defaults to `True`.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=20, callbacks=[
+        keras.callbacks.TensorBoard(log_dir="logs/mnist"),
+        tbviz.ActivationLogger(x_test[:4], log_dir="logs/mnist"),
+    ])
+    # tensorboard --logdir logs/mnist --samples_per_plugin images=100000
+    ```
+    """
+
+    def __init__(
+        self,
+        probe_images: Any,
+        *,
+        log_dir: str | os.PathLike = "logs",
+        layers: layer_selection.LayerSelection = None,
+        freq: int = 1,
+        normalize: str = "map",
+        clip_percentile: float = 1.0,
+        value_range: tuple[float, float] | None = None,
+        cmap: str = "viridis",
+        max_channels: int = 64,
+        max_size: int = 256,
+        max_layers: int = 12,
+        stats: bool = True,
+        histograms: bool = True,
+    ) -> None:
+        super().__init__()
+        self.probe = _as_probe(probe_images)
+        self.log_dir = _checked_log_dir(log_dir)
+        if not isinstance(freq, int) or freq < 1:
+            raise ValueError(f"`freq` must be a positive integer. Received: freq={freq!r}")
+        if not isinstance(max_layers, int) or max_layers < 1:
+            raise ValueError(
+                f"`max_layers` must be a positive integer. Received: max_layers={max_layers!r}"
+            )
+        if value_range is not None:
+            if normalize != "fixed":
+                raise ValueError(
+                    "`value_range` is only used with normalize='fixed'. "
+                    f"Received: value_range={value_range!r}, normalize={normalize!r}"
+                )
+            if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
+                raise ValueError(
+                    "`value_range` must be (low, high) with low < high. "
+                    f"Received: value_range={value_range!r}"
+                )
+        self.options = PictureOptions(
+            normalize=normalize,
+            clip_percentile=float(clip_percentile),
+            cmap=cmap,
+            symmetric=cmap.removesuffix("_r") in _DIVERGING,
+            max_channels=max_channels,
+            max_size=max_size,
+        )
+        self.layers = layers
+        self.freq = freq
+        self.value_range = value_range
+        self.max_layers = max_layers
+        self.stats = stats
+        self.histograms = histograms
+        self._writer = LayerSummaryWriter(self.log_dir)
+        self._reset()
+
+    # -- Keras hooks -------------------------------------------------------------
+
+    def set_model(self, model: keras.Model) -> None:
+        if model is not getattr(self, "_model_seen", None):
+            self._reset()
+            self._model_seen = model
+        super().set_model(model)
+
+    def on_train_begin(self, logs: Mapping | None = None) -> None:
+        self._active = _writes_summaries(self.model)
+        if self._active and self._step_fn is None and _has_inputs(self.model):
+            self._build()
+
+    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
+        # A Sequential model without an Input gets its inputs during the first batch.
+        if self._active and self._step_fn is None:
+            self._build()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
+        if not self._active or epoch % self.freq:
+            return
+        try:
+            if self._step_fn is None:
+                self._build()
+            self._log(epoch)
+        except (ValueError, TypeError) as error:
+            if self._step_fn is None:
+                raise  # a mistake in the arguments: say so instead of logging nothing
+            _warn(f"could not log epoch {epoch}: {error}")
+        except Exception as error:  # noqa: BLE001 -- a picture must never stop training
+            _warn(f"could not log epoch {epoch}: {type(error).__name__}: {error}")
+
+    def on_train_end(self, logs: Mapping | None = None) -> None:
+        try:
+            self._writer.close()
+        except Exception as error:  # noqa: BLE001
+            _warn(f"could not close the event file in {self._writer.run_dir}: {error}")
+
+    # -- building ----------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._step_fn = None
+        self._selected: list[layer_selection.SelectedLayer] = []
+        self._descriptions: list[str] = []
+        self._fixed_ranges: list[tuple[float, float]] = []
+        self._active = True
+
+    def _build(self) -> None:
+        model = self.model
+        if isinstance(model, keras.Sequential) or _has_inputs(model):
+            inputs = model.inputs
+        else:
+            raise ValueError(
+                f"Model '{model.name}' has no symbolic inputs (a subclassed model?); "
+                "ActivationLogger needs a Functional or Sequential model."
+            )
+        probe = _match_probe(self.probe, inputs)
+        selected = layer_selection.select_layers(model, self.layers, max_layers=self.max_layers)
+        usable = []
+        for entry in selected:
+            reason = layer_selection.unusable_reason(entry.layer)
+            if reason:
+                _warn(f"layer '{entry.path}' is skipped: {reason}.")
+            else:
+                usable.append(entry)
+        if not usable:
+            raise ValueError(
+                f"None of the selected layers of model '{model.name}' can be pictured "
+                f"(selected: {', '.join(e.path for e in selected) or 'none'})."
+            )
+        activations = layer_selection.activation_model(model, usable)
+        options = self.options
+        channels_first = [e.channels_first for e in usable]
+
+        @tf.function(reduce_retracing=True)
+        def step(probe, fixed_ranges):
+            outputs = tf.nest.flatten(activations(probe, training=False))
+            results = []
+            for output, first, fixed in zip(outputs, channels_first, fixed_ranges):
+                pictures, lo, hi = render(output, options, channels_first=first, fixed_range=fixed)
+                results.append((pictures, tf.reduce_min(lo), tf.reduce_max(hi), layer_statistics(output)))
+            return results
+
+        self._probe_tensors = probe
+        self._step_fn = step
+        self._selected = usable
+        self._descriptions = [_description(e, options) for e in usable]
+        initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
+        if len(self._fixed_ranges) != len(usable):
+            self._fixed_ranges = [initial] * len(usable)
+
+    # -- logging -----------------------------------------------------------------
+
+    def _log(self, epoch: int) -> None:
+        fixed = [tuple(np.float32(v) for v in r) for r in self._fixed_ranges]
+        results = self._step_fn(self._probe_tensors, fixed)
+        try:
+            for i, (entry, (pictures, lo, hi, stats)) in enumerate(zip(self._selected, results)):
+                if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
+                    self._fixed_ranges[i] = (float(lo), float(hi))
+                nonfinite = int(stats["nonfinite"])
+                if nonfinite:
+                    _warn(
+                        f"layer '{entry.path}' has {nonfinite} NaN/Inf activations at epoch "
+                        f"{epoch}; they are drawn magenta and left out of its statistics."
+                    )
+                self._writer.write(
+                    entry.path,
+                    epoch,
+                    pictures.numpy(),
+                    description=self._descriptions[i],
+                    statistics={
+                        kind: stats[kind].numpy() for kind in metadata.SCALAR_KINDS
+                    } if self.stats else None,
+                    histogram=stats["histogram"].numpy() if self.histograms else None,
+                )
+        finally:
+            self._writer.flush()  # what was written is safe, whatever happens next
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"tbviz.ActivationLogger: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _description(entry: layer_selection.SelectedLayer, options: PictureOptions) -> str:
+    shape = tuple(entry.layer.output.shape)[1:]
+    return (
+        f"Layer `{entry.path}` ({type(entry.layer).__name__}), output shape {shape}, "
+        f"one picture per probe sample. normalize={options.normalize!r}, "
+        f"clip_percentile={options.clip_percentile}, cmap={options.cmap!r}, "
+        f"max_channels={options.max_channels}, max_size={options.max_size}. "
+        "Magenta pixels are NaN/Inf."
+    )
+
+
+def _checked_log_dir(log_dir: Any) -> str:
+    try:
+        path = os.fspath(log_dir)
+    except TypeError:
+        raise TypeError(
+            f"`log_dir` must be a path (str or os.PathLike). Received: log_dir={log_dir!r}"
+        ) from None
+    if not path:
+        raise ValueError("`log_dir` must be a non-empty path. Received: log_dir=''")
+    if "://" not in path:  # leave remote file systems (gs://, s3://) to TensorFlow
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise ValueError(
+                f"`log_dir` cannot be used as a directory: {error.strerror}. "
+                f"Received: log_dir={path!r}"
+            ) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"`log_dir` is not writable. Received: log_dir={path!r}")
+    return path
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"`probe_images`{name} must be numeric (integer or float). "
+            f"Received: dtype={array.dtype}"
+        )
+    if array.ndim < 2:
+        raise ValueError(
+            f"`probe_images`{name} must be a batch (N, ...) of at least rank 2. "
+            f"Received: shape={array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(
+            f"`probe_images`{name} is empty; expected at least one sample. "
+            f"Received: shape={array.shape}"
+        )
+    return array
+
+
+def _as_probe(probe: Any) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarray]:
+    """Makes the probe batch concrete: arrays, once, so every epoch sees the same samples."""
+    if isinstance(probe, tf.data.Dataset):
+        for element in probe.take(1):
+            probe = element[0] if isinstance(element, tuple) and len(element) in (2, 3) else element
+            break
+        else:
+            raise ValueError("`probe_images` is an empty tf.data.Dataset; expected at least one batch.")
+    if isinstance(probe, Mapping):
+        arrays = {k: _as_array(v, f"[{k!r}]") for k, v in probe.items()}
+    elif isinstance(probe, (list, tuple)) and len(probe) and not np.isscalar(probe[0]) and np.ndim(probe[0]) >= 2:
+        arrays = [_as_array(v, f"[{i}]") for i, v in enumerate(probe)]
+    else:
+        return _as_array(probe, "")
+    sizes = {a.shape[0] for a in (arrays.values() if isinstance(arrays, dict) else arrays)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"All `probe_images` arrays must have the same number of samples. Received: {sorted(sizes)}"
+        )
+    return arrays
+
+
+def _match_probe(probe: Any, inputs: list) -> Any:
+    """Checks the probe against the model's inputs; returns it as tensors of their dtypes."""
+    if isinstance(probe, dict):
+        by_name = {t.name: t for t in inputs}
+        names = [getattr(t, "name", None) for t in inputs]
+        missing = [n for n in names if n not in probe]
+        if missing:
+            raise ValueError(
+                f"`probe_images` is a dict; expected one array per model input {names}. "
+                f"Received keys: {sorted(probe)}"
+            )
+        pairs = [(probe[n], by_name[n], f"[{n!r}]") for n in names]
+    else:
+        arrays = probe if isinstance(probe, list) else [probe]
+        if len(arrays) != len(inputs):
+            raise ValueError(
+                f"The model has {len(inputs)} inputs; expected `probe_images` to be "
+                f"{'one array' if len(inputs) == 1 else f'a list of {len(inputs)} arrays'}. "
+                f"Received: {len(arrays)} array(s)"
+            )
+        pairs = [(a, t, f"[{i}]" if len(inputs) > 1 else "") for i, (a, t) in enumerate(zip(arrays, inputs))]
+    tensors = []
+    for array, spec, name in pairs:
+        expected = tuple(spec.shape)[1:]
+        received = array.shape[1:]
+        if len(expected) != len(received) or any(
+            e is not None and e != r for e, r in zip(expected, received)
+        ):
+            raise ValueError(
+                f"`probe_images`{name} does not match the model's input "
+                f"'{getattr(spec, 'name', '')}': expected shape (N, {', '.join(str(e) for e in expected)}), "
+                f"received shape {array.shape}."
+            )
+        dtype = tf.as_dtype(spec.dtype)
+        if dtype.is_integer and array.dtype.kind == "f":
+            raise ValueError(
+                f"`probe_images`{name} is {array.dtype} but the model's input "
+                f"'{getattr(spec, 'name', '')}' takes {dtype.name}."
+            )
+        tensors.append(tf.constant(array, dtype=dtype))
+    if isinstance(probe, dict):
+        return dict(zip([getattr(t, "name", None) for t in inputs], tensors))
+    return tensors if isinstance(probe, list) else tensors[0]
+
+
+def _has_inputs(model: keras.Model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _writes_summaries(model: keras.Model) -> bool:
+    """False on the non-chief workers of a multi-worker strategy: only the chief writes."""
+    try:
+        return bool(model.distribute_strategy.extended.should_save_summary)
+    except AttributeError:
+        return True

@@ -1,0 +1,294 @@
+"""How one layer's output becomes one picture per probe sample.
+
+Pure numerics, no Keras: every function takes and returns tensors (NumPy
+arrays work too), runs eagerly or inside a ``tf.function``, and never modifies
+its input. The pipeline, in `render`:
+
+1. `to_maps`: the output of any supported rank becomes a stack of 2-D maps
+   ``(N, M, h, w)`` and a grid shape ``(rows, cols)``:
+
+   - ``(N, H, W, C)`` (or ``(N, C, H, W)`` for ``channels_first``): one map
+     per channel, the first `max_channels` channels, in a near-square grid;
+   - ``(N, D, H, W, C)`` (or channels first): one row per channel, one column
+     per depth slice;
+   - ``(N, T, C)``: one time x channel heat strip (channels down, time across);
+   - ``(N, units)``: one block of unit intensities, as square as the unit
+     count allows (500 units -> 20 x 25).
+2. `downsample`: maps shrink (area averaging, aspect kept) so that the tiled
+   grid fits in ``max_size`` x ``max_size`` pixels; they never grow.
+3. `value_range` + `normalize`: values map to [0, 1], clipped at percentiles
+   so one outlier cannot wash a map out; constant maps give 0, never NaN.
+4. `colorize`: a 256-entry colour map; NaN/Inf pixels get `NONFINITE_COLOR`.
+5. `tile`: maps are laid out in the grid with `padding`-pixel separators of
+   `SEPARATOR_COLOR`; empty cells have that colour too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+NORMALIZATIONS = ("map", "layer", "fixed")
+NONFINITE_COLOR = (255, 0, 255)  # magenta: in none of the usual colour maps
+SEPARATOR_COLOR = (255, 255, 255)
+_EPSILON = 1e-12
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """Returns ``(rows, cols)`` of a near-square grid holding `count` cells.
+
+    An exact factorisation with ``rows <= cols <= 2 * rows`` is preferred
+    (32 -> 4 x 8, the article's grid; 64 -> 8 x 8); otherwise the grid is
+    ``floor(sqrt(count))`` rows with the last one partly empty (7 -> 2 x 4).
+    """
+    if count < 1:
+        raise ValueError(f"A grid needs at least one cell. Received: count={count}")
+    rows = math.isqrt(count)
+    for r in range(rows, 0, -1):
+        if count % r == 0 and count // r <= 2 * r:
+            return r, count // r
+    return rows, math.ceil(count / rows)
+
+
+def block_shape(units: int) -> tuple[int, int]:
+    """Returns ``(rows, cols)`` with ``rows * cols == units`` and rows <= cols, as square as possible."""
+    rows = math.isqrt(units)
+    while units % rows:
+        rows -= 1
+    return rows, units // rows
+
+
+def to_maps(
+    x: tf.Tensor, *, channels_first: bool = False, max_channels: int = 64
+) -> tuple[tf.Tensor, tuple[int, int]]:
+    """Turns a layer output of rank 2 to 5 into maps ``(N, M, h, w)`` and a grid shape.
+
+    Args:
+        x: the layer's output for N probe samples; float16 is cast to float32.
+        channels_first: the layer's ``data_format`` is ``channels_first``.
+            Defaults to `False`.
+        max_channels: at most this many channels are kept (the first ones).
+            Defaults to `64`.
+    """
+    x = tf.cast(x, tf.float32)
+    rank = x.shape.rank
+    if rank == 4:
+        if not channels_first:
+            x = tf.transpose(x, [0, 3, 1, 2])
+        x = x[:, :max_channels]
+        return x, grid_shape(x.shape[1])
+    if rank == 5:
+        if not channels_first:
+            x = tf.transpose(x, [0, 4, 1, 2, 3])  # (N, C, D, H, W)
+        depth = x.shape[2]
+        x = x[:, : max(1, max_channels // depth)]
+        channels = x.shape[1]
+        return tf.reshape(x, [-1, channels * depth, x.shape[3], x.shape[4]]), (channels, depth)
+    if rank == 3:
+        if not channels_first:
+            x = tf.transpose(x, [0, 2, 1])  # (N, C, T)
+        return x[:, tf.newaxis], (1, 1)
+    if rank == 2:
+        rows, cols = block_shape(x.shape[1])
+        return tf.reshape(x, [-1, 1, rows, cols]), (1, 1)
+    raise ValueError(f"Expected a layer output of rank 2 to 5. Received: shape={x.shape}")
+
+
+def tile_size(
+    map_hw: tuple[int, int], grid: tuple[int, int], *, max_size: int, padding: int
+) -> tuple[int, int]:
+    """Returns the ``(h, w)`` each map is shrunk to so the grid fits in ``max_size`` px."""
+    (h, w), (rows, cols) = map_hw, grid
+    scale = min(
+        1.0,
+        max(1, max_size - (rows - 1) * padding) / (rows * h),
+        max(1, max_size - (cols - 1) * padding) / (cols * w),
+    )
+    return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+
+
+def downsample(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Shrinks maps ``(N, M, h, w)`` to ``size`` by area averaging (no-op if equal)."""
+    if tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    hwc = tf.transpose(maps, [0, 2, 3, 1])
+    small = tf.image.resize(hwc, size, method="area")
+    return tf.transpose(small, [0, 3, 1, 2])
+
+
+def _finite_quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Nearest-rank quantiles of the finite values of each row of ``(B, K)``.
+
+    Rows with no finite value give (0, 0).
+    """
+    finite = tf.math.is_finite(rows)
+    count = tf.reduce_sum(tf.cast(finite, tf.int32), axis=-1)
+    if low == 0.0 and high == 1.0:
+        lo = tf.reduce_min(tf.where(finite, rows, np.inf), axis=-1)
+        hi = tf.reduce_max(tf.where(finite, rows, -np.inf), axis=-1)
+    else:
+        ordered = tf.sort(tf.where(finite, rows, np.inf), axis=-1)
+        last = tf.cast(tf.maximum(count - 1, 0), tf.float32)
+
+        def at(q: float) -> tf.Tensor:
+            index = tf.cast(tf.round(q * last), tf.int32)
+            return tf.gather(ordered, index[:, tf.newaxis], batch_dims=1)[:, 0]
+
+        lo, hi = at(low), at(high)
+    empty = count == 0
+    return tf.where(empty, 0.0, lo), tf.where(empty, 0.0, hi)
+
+
+def value_range(
+    maps: tf.Tensor, *, per_map: bool, clip_percentile: float = 0.0, symmetric: bool = False
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Returns ``(lo, hi)`` broadcastable against maps ``(N, M, h, w)``.
+
+    Args:
+        maps: the maps.
+        per_map: one range per map (True) or one for all maps of all samples.
+        clip_percentile: percent of the finite values ignored at each end
+            (nearest rank); 0 takes the minimum and maximum. Defaults to `0.0`.
+        symmetric: widen the range to ``[-m, m]``, ``m = max(|lo|, |hi|)``, so
+            that 0 sits in the middle of a diverging colour map. Defaults to `False`.
+    """
+    n, m, h, w = (tf.shape(maps)[i] for i in range(4))
+    rows = tf.reshape(maps, [n * m, h * w] if per_map else [1, -1])
+    lo, hi = _finite_quantiles(rows, clip_percentile / 100.0, 1.0 - clip_percentile / 100.0)
+    if symmetric:
+        hi = tf.maximum(tf.abs(lo), tf.abs(hi))
+        lo = -hi
+    shape = [n, m, 1, 1] if per_map else [1, 1, 1, 1]
+    return tf.reshape(lo, shape), tf.reshape(hi, shape)
+
+
+def normalize(maps: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
+    """Maps ``[lo, hi]`` to ``[0, 1]``, clipping beyond; ``lo == hi`` gives 0, not NaN."""
+    scaled = (maps - lo) / tf.maximum(hi - lo, _EPSILON)
+    return tf.clip_by_value(scaled, 0.0, 1.0)  # NaN stays NaN: colorize marks it
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """Returns a matplotlib colour map as a ``(256, 3)`` uint8 table.
+
+    Any name that ``matplotlib.colormaps`` knows works, e.g. ``"viridis"``,
+    ``"gray"``, ``"RdBu_r"``.
+    """
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=5)
+        raise ValueError(
+            f"Unknown colour map; expected a matplotlib colour-map name"
+            f"{' such as ' + ', '.join(close) if close else ''}. Received: cmap={name!r}"
+        ) from None
+    rgba = cmap(np.linspace(0.0, 1.0, 256))
+    return np.round(rgba[:, :3] * 255.0).astype(np.uint8)
+
+
+def colorize(unit: tf.Tensor, lut: np.ndarray) -> tf.Tensor:
+    """Colours values in [0, 1] through a ``(256, 3)`` table; non-finite -> `NONFINITE_COLOR`."""
+    finite = tf.math.is_finite(unit)
+    index = tf.cast(tf.floor(tf.where(finite, unit, 0.0) * 255.0 + 0.5), tf.int32)
+    rgb = tf.gather(tf.constant(lut, tf.uint8), tf.clip_by_value(index, 0, 255))
+    marker = tf.constant(NONFINITE_COLOR, tf.uint8)
+    return tf.where(finite[..., tf.newaxis], rgb, marker)
+
+
+def tile(rgb: tf.Tensor, grid: tuple[int, int], *, padding: int = 1) -> tf.Tensor:
+    """Lays out maps ``(N, M, h, w, 3)`` in a ``rows x cols`` grid -> ``(N, H, W, 3)``.
+
+    ``H = rows * h + (rows - 1) * padding``; cells past M and separators get
+    `SEPARATOR_COLOR`.
+    """
+    rows, cols = grid
+    n, m, h, w = (tf.shape(rgb)[i] for i in range(4))
+    fill = tf.constant(SEPARATOR_COLOR, tf.uint8)
+    empty = tf.broadcast_to(fill, [n, rows * cols - m, h, w, 3])
+    cells = tf.concat([rgb, empty], axis=1)
+    cells = tf.reshape(cells, [n, rows, cols, h, w, 3])
+    if padding:
+        # Each cell gets a separator band below and to its right; the last ones are cut off.
+        cells = tf.concat([cells, tf.broadcast_to(fill, [n, rows, cols, padding, w, 3])], axis=3)
+        cells = tf.concat(
+            [cells, tf.broadcast_to(fill, [n, rows, cols, h + padding, padding, 3])], axis=4
+        )
+    cells = tf.transpose(cells, [0, 1, 3, 2, 4, 5])
+    image = tf.reshape(cells, [n, rows * (h + padding), cols * (w + padding), 3])
+    return image[:, : rows * (h + padding) - padding, : cols * (w + padding) - padding]
+
+
+@dataclass(frozen=True)
+class PictureOptions:
+    """How `render` turns layer outputs into pictures; see `tbviz.ActivationLogger`."""
+
+    normalize: str = "map"
+    clip_percentile: float = 1.0
+    cmap: str = "viridis"
+    symmetric: bool = False
+    max_channels: int = 64
+    max_size: int = 512
+    padding: int = 1
+    lut: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalize` must be one of {NORMALIZATIONS}. Received: normalize={self.normalize!r}"
+            )
+        if not 0.0 <= self.clip_percentile < 50.0:
+            raise ValueError(
+                "`clip_percentile` must be in [0, 50): the percent of values clipped at each "
+                f"end. Received: clip_percentile={self.clip_percentile!r}"
+            )
+        for name in ("max_channels", "max_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: {name}={getattr(self, name)!r}"
+                )
+        if not isinstance(self.padding, int) or self.padding < 0:
+            raise ValueError(
+                f"`padding` must be a non-negative integer. Received: padding={self.padding!r}"
+            )
+        object.__setattr__(self, "lut", colormap_lut(self.cmap))
+
+
+def render(
+    x: tf.Tensor,
+    options: PictureOptions,
+    *,
+    channels_first: bool = False,
+    fixed_range: tuple[tf.Tensor, tf.Tensor] | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Turns one layer output into pictures ``(N, H, W, 3)`` uint8.
+
+    Returns ``(pictures, lo, hi)``; ``lo``/``hi`` are the value range used.
+    With ``normalize="fixed"``, a finite `fixed_range` is used as the range
+    instead of the one measured on `x` (so the caller can pin the first
+    epoch's range); NaN in it means "measure".
+    """
+    maps, grid = to_maps(x, channels_first=channels_first, max_channels=options.max_channels)
+    size = tile_size(
+        tuple(maps.shape[2:]), grid, max_size=options.max_size, padding=options.padding
+    )
+    maps = downsample(maps, size)
+    lo, hi = value_range(
+        maps,
+        per_map=options.normalize == "map",
+        clip_percentile=options.clip_percentile,
+        symmetric=options.symmetric,
+    )
+    if options.normalize == "fixed" and fixed_range is not None:
+        fixed_lo, fixed_hi = (tf.cast(v, tf.float32) for v in fixed_range)
+        known = tf.math.is_finite(fixed_lo) & tf.math.is_finite(fixed_hi)
+        lo = tf.where(known, fixed_lo, lo)
+        hi = tf.where(known, fixed_hi, hi)
+    rgb = colorize(normalize(maps, lo, hi), options.lut)
+    return tile(rgb, grid, padding=options.padding), lo, hi
