@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import keras
@@ -167,18 +168,26 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         if not self._active or epoch % self.freq:
             return
+        # At most one epoch is being written while the next one is computed.
+        self._wait_for_writes()
         try:
             if self._step_fn is None:
                 self._build()
-            self._log(epoch)
+            layers = self._log(epoch)
         except (ValueError, TypeError) as error:
             if self._step_fn is None:
                 raise  # a mistake in the arguments: say so instead of logging nothing
             _warn(f"could not log epoch {epoch}: {error}")
         except Exception as error:  # noqa: BLE001 -- a picture must never stop training
             _warn(f"could not log epoch {epoch}: {type(error).__name__}: {error}")
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="tbviz-writer")
+            self._writing = (epoch, self._executor.submit(self._write, epoch, layers))
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
+        # Everything logged is on disk when fit() returns.
+        self._wait_for_writes()
         try:
             self._writer.close()
         except Exception as error:  # noqa: BLE001
@@ -192,6 +201,8 @@ class ActivationLogger(keras.callbacks.Callback):
         self._descriptions: list[str] = []
         self._fixed_ranges: list[tuple[float, float]] = []
         self._active = True
+        self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
+        self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
 
     def _build(self) -> None:
         model = self.model
@@ -239,31 +250,47 @@ class ActivationLogger(keras.callbacks.Callback):
 
     # -- logging -----------------------------------------------------------------
 
-    def _log(self, epoch: int) -> None:
+    def _log(self, epoch: int) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
+        """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
         fixed = [tuple(np.float32(v) for v in r) for r in self._fixed_ranges]
         results = self._step_fn(self._probe_tensors, fixed)
+        layers = []
+        for i, (entry, (pictures, lo, hi, stats)) in enumerate(zip(self._selected, results)):
+            if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
+                self._fixed_ranges[i] = (float(lo), float(hi))
+            stats = {kind: value.numpy() for kind, value in stats.items()}
+            if stats["nonfinite"]:
+                _warn(
+                    f"layer '{entry.path}' has {int(stats['nonfinite'])} NaN/Inf activations at "
+                    f"epoch {epoch}; they are drawn magenta and left out of its statistics."
+                )
+            layers.append((entry.path, self._descriptions[i], pictures.numpy(), stats))
+        return layers
+
+    def _write(self, epoch: int, layers: list) -> None:
+        """Encodes and writes one epoch (on the writer thread), then flushes it to disk."""
         try:
-            for i, (entry, (pictures, lo, hi, stats)) in enumerate(zip(self._selected, results)):
-                if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
-                    self._fixed_ranges[i] = (float(lo), float(hi))
-                nonfinite = int(stats["nonfinite"])
-                if nonfinite:
-                    _warn(
-                        f"layer '{entry.path}' has {nonfinite} NaN/Inf activations at epoch "
-                        f"{epoch}; they are drawn magenta and left out of its statistics."
-                    )
+            for path, description, pictures, stats in layers:
                 self._writer.write(
-                    entry.path,
+                    path,
                     epoch,
-                    pictures.numpy(),
-                    description=self._descriptions[i],
-                    statistics={
-                        kind: stats[kind].numpy() for kind in metadata.SCALAR_KINDS
-                    } if self.stats else None,
-                    histogram=stats["histogram"].numpy() if self.histograms else None,
+                    pictures,
+                    description=description,
+                    statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
+                    histogram=stats["histogram"] if self.histograms else None,
                 )
         finally:
             self._writer.flush()  # what was written is safe, whatever happens next
+
+    def _wait_for_writes(self) -> None:
+        """Waits for the epoch being written, if any, and reports its failure as a warning."""
+        if self._writing is None:
+            return
+        (epoch, future), self._writing = self._writing, None
+        try:
+            future.result()
+        except Exception as error:  # noqa: BLE001 -- a write failure must never stop training
+            _warn(f"could not write epoch {epoch}: {type(error).__name__}: {error}")
 
 
 def _warn(message: str) -> None:

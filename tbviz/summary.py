@@ -8,6 +8,7 @@ whole ``fit()`` that would otherwise silently drop our epoch-end summaries.
 
 from __future__ import annotations
 
+import glob
 import os
 
 import numpy as np
@@ -18,15 +19,29 @@ from tbviz import metadata
 
 
 class LayerSummaryWriter:
-    """A file writer for the tbviz run of one ``log_dir``, created on first use."""
+    """A file writer for the tbviz run of one ``log_dir``, created on first use.
+
+    TensorFlow's writer drops data silently when its event file is deleted or
+    the disk is full, so `flush` checks that the file is still there and has
+    grown, and raises `OSError` if not; the next `write` then starts a new file.
+    """
 
     def __init__(self, log_dir: str) -> None:
         self.run_dir = os.path.join(log_dir, metadata.RUN_NAME)
         self._writer: tf.summary.SummaryWriter | None = None
+        self._path: str | None = None  # our event file, once known
+        self._size = 0  # its size at the last good flush
+        self._pending = False  # written since the last flush
 
     def _get(self) -> tf.summary.SummaryWriter:
         if self._writer is None:
+            pattern = os.path.join(self.run_dir, "events.out.tfevents.*")
+            before = set(glob.glob(pattern))
             self._writer = tf.summary.create_file_writer(self.run_dir)
+            self._writer.flush()
+            created = sorted(set(glob.glob(pattern)) - before, key=os.path.getmtime)
+            self._path = created[-1] if created else None
+            self._size = os.path.getsize(self._path) if self._path else 0
         return self._writer
 
     def write(
@@ -40,6 +55,7 @@ class LayerSummaryWriter:
         histogram: np.ndarray | None = None,
     ) -> None:
         """Writes the pictures ``(N, H, W, 3)`` uint8 and optional statistics of one layer."""
+        self._pending = True
         with self._get().as_default(step=step), tf.summary.record_if(True):
             tf.summary.image(
                 metadata.tag(metadata.IMAGE, layer_path),
@@ -58,12 +74,39 @@ class LayerSummaryWriter:
                 )
 
     def flush(self) -> None:
-        """Makes everything written so far visible on disk (and to a running TensorBoard)."""
-        if self._writer is not None:
-            self._writer.flush()
+        """Makes everything written so far visible on disk (and to a running TensorBoard).
+
+        Raises:
+            OSError: the data did not reach the event file (it was removed, or
+                the disk is full); the writer is discarded so that the next
+                `write` starts a new event file.
+        """
+        if self._writer is None:
+            return
+        self._writer.flush()
+        if self._path is None or not self._pending:
+            return
+        size = os.path.getsize(self._path) if os.path.exists(self._path) else -1
+        if size <= self._size:
+            self._discard()
+            raise OSError(
+                f"the event file {self._path} "
+                + ("was removed" if size < 0 else "did not grow (is the disk full?)")
+                + "; what was written since the last flush is lost"
+            )
+        self._size, self._pending = size, False
+
+    def _discard(self) -> None:
+        writer, self._writer, self._path = self._writer, None, None
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 -- the file is already lost; closing is best effort
+            pass
 
     def close(self) -> None:
-        """Flushes and closes; a later `write` opens a new event file."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
+        """Flushes (see `flush`) and closes; a later `write` opens a new event file."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._discard()

@@ -1,0 +1,47 @@
+"""Shared test helpers: small real models and reading event files back."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tbviz import metadata  # noqa: E402
+from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
+
+
+def read_activations(log_dir) -> ReadResult:
+    """Everything tbviz wrote under `log_dir`, read from the event files."""
+    return read_run(os.path.join(os.fspath(log_dir), metadata.RUN_NAME))
+
+
+def pictures_at(result: ReadResult, layer_path: str, step: int) -> list[np.ndarray]:
+    """The decoded pictures of one layer at one step, one per probe sample."""
+    (logged,) = [s for s in result.images[metadata.tag(metadata.IMAGE, layer_path)] if s.step == step]
+    return [decode_png(png) for png in logged.pngs]
+
+
+def small_cnn(input_shape=(12, 12, 1), with_input=True, seed=0) -> keras.Sequential:
+    """A small trainable CNN: conv(8, relu) -> pool -> conv(4, relu) -> flatten -> dense(3)."""
+    keras.utils.set_random_seed(seed)
+    layers = [
+        keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
+        keras.layers.MaxPooling2D(name="pool_a"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv_b"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(3, activation="softmax", name="head"),
+    ]
+    model = keras.Sequential(([keras.Input(input_shape)] if with_input else []) + layers)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.fixture
+def data():
+    """32 random 12x12 images with 3-class labels, and a probe of 3 of them."""
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 12, 12, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    return x, y, x[:3]

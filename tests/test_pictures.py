@@ -1,0 +1,215 @@
+"""Exact tests of the numerics: maps, grids, normalisation, colour maps, tiling."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tbviz import pictures
+from tbviz.pictures import NONFINITE_COLOR, SEPARATOR_COLOR, PictureOptions
+
+GRAY = pictures.colormap_lut("gray")
+
+
+@pytest.mark.parametrize(
+    "count, expected",
+    [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (7, (2, 4)), (10, (3, 4)), (16, (4, 4)),
+     (32, (4, 8)), (64, (8, 8)), (96, (8, 12)), (512, (16, 32))],
+)  # fmt: skip
+def test_grid_shape(count, expected):
+    """Channel counts get near-square grids; 32 gives the article's 4 x 8."""
+    assert pictures.grid_shape(count) == expected
+    rows, cols = expected
+    assert rows * cols >= count > (rows - 1) * cols
+
+
+def test_block_shape_is_exact_factorisation():
+    """Dense units form a block with no empty cells, as square as the count allows."""
+    assert pictures.block_shape(500) == (20, 25)
+    assert pictures.block_shape(10) == (2, 5)
+    assert pictures.block_shape(13) == (1, 13)
+
+
+def test_gray_lut_is_identity():
+    """The grey colour map sends level i to (i, i, i), so grey pixels can be checked exactly."""
+    np.testing.assert_array_equal(GRAY, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))
+
+
+def test_unknown_cmap_names_close_matches():
+    """A misspelt colour map is refused with the nearest real names."""
+    with pytest.raises(ValueError, match=r"viridis.*Received: cmap='viridiss'"):
+        pictures.colormap_lut("viridiss")
+
+
+def test_to_maps_channels_last_and_first_agree():
+    """A rank-4 output gives one map per channel, the same for both data formats."""
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # N, H, W, C
+    maps, grid = pictures.to_maps(x)
+    assert maps.shape == (2, 5, 3, 4) and grid == (2, 3)
+    np.testing.assert_array_equal(maps[1, 2], x[1, :, :, 2])
+    first, grid_first = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True)
+    np.testing.assert_array_equal(first, maps)
+    assert grid_first == grid
+
+
+def test_to_maps_caps_channels():
+    """Only the first max_channels channels are kept."""
+    maps, grid = pictures.to_maps(np.zeros((1, 2, 2, 100), np.float32), max_channels=32)
+    assert maps.shape == (1, 32, 2, 2) and grid == (4, 8)
+
+
+def test_to_maps_other_ranks():
+    """Ranks 2, 3 and 5 become a unit block, a channel x time strip and depth tiles."""
+    dense = np.arange(2 * 6, dtype=np.float32).reshape(2, 6)
+    maps, grid = pictures.to_maps(dense)
+    assert maps.shape == (2, 1, 2, 3) and grid == (1, 1)
+    np.testing.assert_array_equal(maps[1, 0], [[6, 7, 8], [9, 10, 11]])
+
+    seq = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)  # N, T, C
+    maps, grid = pictures.to_maps(seq)
+    assert maps.shape == (2, 1, 3, 5) and grid == (1, 1)
+    np.testing.assert_array_equal(maps[0, 0], seq[0].T)
+
+    vol = np.random.default_rng(0).random((1, 4, 3, 3, 2)).astype(np.float32)  # N, D, H, W, C
+    maps, grid = pictures.to_maps(vol)
+    assert maps.shape == (1, 8, 3, 3) and grid == (2, 4)
+    np.testing.assert_array_equal(maps[0, 4 + 2], vol[0, 2, :, :, 1])  # channel 1, depth 2
+
+
+def test_to_maps_casts_float16():
+    """float16 activations are computed in float32."""
+    maps, _ = pictures.to_maps(np.ones((1, 2, 2, 1), np.float16))
+    assert maps.dtype == tf.float32
+
+
+def test_tile_size_fits_max_size():
+    """Maps shrink, keeping aspect, so that the grid with separators fits max_size."""
+    assert pictures.tile_size((27, 27), (4, 8), max_size=512, padding=1) == (27, 27)
+    h, w = pictures.tile_size((112, 112), (8, 8), max_size=256, padding=1)
+    assert (h, w) == (31, 31) and 8 * w + 7 <= 256
+
+
+def test_downsample_averages_areas():
+    """Shrinking by 2 averages 2x2 blocks."""
+    maps = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    small = pictures.downsample(maps, (2, 2)).numpy()
+    np.testing.assert_allclose(small[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+def test_value_range_per_map_and_per_layer():
+    """'map' gives each map its own min/max; otherwise one range covers all maps and samples."""
+    maps = np.array([[[[0, 1]], [[10, 30]]], [[[-5, 2]], [[4, 4]]]], np.float32)  # (2, 2, 1, 2)
+    lo, hi = pictures.value_range(maps, per_map=True)
+    np.testing.assert_array_equal(lo.numpy().ravel(), [0, 10, -5, 4])
+    np.testing.assert_array_equal(hi.numpy().ravel(), [1, 30, 2, 4])
+    lo, hi = pictures.value_range(maps, per_map=False)
+    assert (lo.numpy().item(), hi.numpy().item()) == (-5.0, 30.0)
+
+
+def test_value_range_percentile_ignores_outlier():
+    """A single outlier is clipped instead of squeezing every other value to black."""
+    values = np.concatenate([np.linspace(0, 1, 199), [1000.0]]).astype(np.float32)
+    maps = values.reshape(1, 1, 10, 20)
+    lo, hi = pictures.value_range(maps, per_map=True, clip_percentile=1.0)
+    assert lo.numpy().item() == pytest.approx(values[2]) and hi.numpy().item() == pytest.approx(values[197])
+    _, hi_raw = pictures.value_range(maps, per_map=True)
+    assert hi_raw.numpy().item() == 1000.0
+
+
+def test_value_range_ignores_nonfinite_and_can_be_symmetric():
+    """NaN/Inf do not enter the range; symmetric ranges centre 0."""
+    maps = np.array([np.nan, -2.0, 1.0, np.inf], np.float32).reshape(1, 1, 2, 2)
+    lo, hi = pictures.value_range(maps, per_map=True)
+    assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 1.0)
+    lo, hi = pictures.value_range(maps, per_map=True, symmetric=True)
+    assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 2.0)
+    empty = np.full((1, 1, 1, 2), np.nan, np.float32)
+    assert [v.numpy().item() for v in pictures.value_range(empty, per_map=True)] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_constant_map_gives_no_nan(dtype):
+    """A constant map (dead channel) normalises to 0, in float16 too."""
+    maps, _ = pictures.to_maps(np.full((1, 3, 3, 1), 7.0, dtype))
+    lo, hi = pictures.value_range(maps, per_map=True)
+    unit = pictures.normalize(maps, lo, hi).numpy()
+    assert not np.isnan(unit).any() and (unit == 0).all()
+
+
+def test_colorize_exact_levels_and_nonfinite_marker():
+    """Values land on round(v * 255) of the table; NaN and Inf are marked magenta."""
+    unit = np.array([[0.0, 0.5, 1.0, np.nan, np.inf, 2 / 255]], np.float32)
+    rgb = pictures.colorize(unit, GRAY).numpy()
+    np.testing.assert_array_equal(rgb[0, :3, 0], [0, 128, 255])
+    np.testing.assert_array_equal(rgb[0, 3], NONFINITE_COLOR)
+    np.testing.assert_array_equal(rgb[0, 4], NONFINITE_COLOR)
+    assert rgb[0, 5, 0] == 2
+
+
+def test_tile_layout_with_separators():
+    """Tiles go row by row with 1-pixel separators; empty cells are separator-coloured."""
+    rgb = np.zeros((1, 3, 2, 2, 3), np.uint8)
+    for m in range(3):
+        rgb[0, m] = 10 * (m + 1)
+    image = pictures.tile(rgb, (2, 2), padding=1).numpy()
+    assert image.shape == (1, 5, 5, 3)
+    np.testing.assert_array_equal(image[0, 0:2, 0:2], 10)
+    np.testing.assert_array_equal(image[0, 0:2, 3:5], 20)
+    np.testing.assert_array_equal(image[0, 3:5, 0:2], 30)
+    np.testing.assert_array_equal(image[0, 3:5, 3:5], np.broadcast_to(SEPARATOR_COLOR, (2, 2, 3)))
+    np.testing.assert_array_equal(image[0, 2, :], np.broadcast_to(SEPARATOR_COLOR, (5, 3)))
+    np.testing.assert_array_equal(image[0, :, 2], np.broadcast_to(SEPARATOR_COLOR, (5, 3)))
+
+
+def test_render_exact_pixels_per_map():
+    """A 2-channel map renders to the exact grey levels of its per-map min-max scaling."""
+    x = np.zeros((1, 2, 2, 2), np.float32)
+    x[0, :, :, 0] = [[0, 1], [2, 3]]
+    x[0, :, :, 1] = [[-1, -1], [-1, 1]]
+    options = PictureOptions(cmap="gray", clip_percentile=0.0)
+    image, _, _ = pictures.render(x, options)
+    image = image.numpy()
+    assert image.shape == (1, 2, 5, 3)
+    np.testing.assert_array_equal(image[0, :, :2, 0], [[0, 85], [170, 255]])
+    np.testing.assert_array_equal(image[0, :, 2], np.broadcast_to(SEPARATOR_COLOR, (2, 3)))
+    np.testing.assert_array_equal(image[0, :, 3:, 0], [[0, 0], [0, 255]])
+
+
+def test_render_layer_and_fixed_ranges():
+    """'layer' shares one range; 'fixed' uses the range it is given instead of the measured one."""
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    x[0, 0, :, 0] = [0, 4]
+    x[0, 0, :, 1] = [1, 2]
+    layer = PictureOptions(normalize="layer", cmap="gray", clip_percentile=0.0)
+    image, lo, hi = pictures.render(x, layer)
+    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
+    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4], 0], [0, 255, 64, 128])
+    fixed = PictureOptions(normalize="fixed", cmap="gray", clip_percentile=0.0)
+    image, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(0), np.float32(8)))
+    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 8.0)
+    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4], 0], [0, 128, 32, 64])
+    _, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
+    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
+
+
+def test_render_does_not_modify_input():
+    """The caller's array is left as it was."""
+    x = np.random.default_rng(1).random((2, 4, 4, 3)).astype(np.float32)
+    before = x.copy()
+    pictures.render(x, PictureOptions())
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"normalize": "global"}, "normalize"),
+        ({"clip_percentile": 50}, "clip_percentile"),
+        ({"max_channels": 0}, "max_channels"),
+        ({"max_size": 2.5}, "max_size"),
+        ({"padding": -1}, "padding"),
+    ],
+)
+def test_options_are_validated(kwargs, message):
+    """Bad picture options are refused with the argument's name and the value received."""
+    with pytest.raises(ValueError, match=f"{message}.*Received"):
+        PictureOptions(**kwargs)
