@@ -1,6 +1,10 @@
 """Writes one layer's pictures and statistics for one step; owns all ``tf.summary`` use.
 
-Tags come from `tbviz.metadata`. Every write is explicit about its step and
+Pictures are written in the format of ``tf.summary.image`` (TensorBoard's
+``images`` plugin: a string tensor ``[width, height, png_0, ..., png_k-1]``),
+but as 8-bit palette PNGs encoded with Pillow instead of RGB PNGs: the same
+colours, about a third of the bytes and of the encoding time. Tags come from
+`tbviz.metadata`. Every write is explicit about its step and
 is wrapped in ``record_if(True)``: Keras' ``TensorBoard`` callback with an
 ``update_freq`` other than ``"epoch"`` pushes a global ``record_if`` for the
 whole ``fit()`` that would otherwise silently drop our epoch-end summaries.
@@ -9,11 +13,14 @@ whole ``fit()`` that would otherwise silently drop our epoch-end summaries.
 from __future__ import annotations
 
 import glob
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
 
 from tbviz import metadata
 
@@ -49,19 +56,28 @@ class LayerSummaryWriter:
         layer_path: str,
         step: int,
         pictures: np.ndarray,
+        palette: np.ndarray,
         *,
         description: str = "",
         statistics: dict[str, np.ndarray] | None = None,
         histogram: np.ndarray | None = None,
     ) -> None:
-        """Writes the pictures ``(N, H, W, 3)`` uint8 and optional statistics of one layer."""
+        """Writes the pictures and optional statistics of one layer at one step.
+
+        Args:
+            pictures: ``(N, H, W)`` uint8 indices into `palette`, one per probe sample
+                (all N are written: no ``max_outputs`` cut).
+            palette: ``(256, 3)`` uint8 colours.
+        """
+        height, width = pictures.shape[1:]
+        images = [str(width).encode(), str(height).encode()]
+        images += [encode_palette_png(picture, palette) for picture in pictures]
         self._pending = True
         with self._get().as_default(step=step), tf.summary.record_if(True):
-            tf.summary.image(
+            tf.summary.write(
                 metadata.tag(metadata.IMAGE, layer_path),
-                pictures,
-                max_outputs=len(pictures),
-                description=description,
+                tf.constant(images, tf.string),
+                metadata=image_metadata.create_summary_metadata(None, description),
             )
             for kind, value in (statistics or {}).items():
                 tf.summary.scalar(metadata.tag(kind, layer_path), value)
@@ -110,3 +126,12 @@ class LayerSummaryWriter:
         finally:
             if self._writer is not None:
                 self._discard()
+
+
+def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
+    """Encodes ``(H, W)`` uint8 indices with a ``(256, 3)`` palette as an 8-bit palette PNG."""
+    image = Image.frombytes("P", indices.shape[::-1], np.ascontiguousarray(indices, np.uint8).tobytes())
+    image.putpalette(np.asarray(palette, np.uint8).tobytes())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -11,9 +11,15 @@ import pytest
 
 from conftest import pictures_at, read_activations, small_cnn
 from tbviz import ActivationLogger, metadata
-from tbviz.pictures import NONFINITE_COLOR, PictureOptions, colormap_lut
+from tbviz.pictures import LEVELS, NONFINITE_COLOR, palette
 
 DEFAULT_LAYERS = ["conv_a", "pool_a", "conv_b"]
+
+
+def gray(unit):
+    """The grey value of a normalised value: its level floor(v * 253 + 0.5), spread over 0..255."""
+    levels = np.floor(np.asarray(unit, np.float64) * (LEVELS - 1) + 0.5)
+    return np.round(levels * 255 / (LEVELS - 1)).astype(np.uint8)
 
 
 def image_tags(layers):
@@ -79,9 +85,9 @@ def test_exact_pixels_of_known_activations(tmp_path):
     model.fit(np.repeat(ramp, 4, 0), np.zeros(4), epochs=2, verbose=0, callbacks=[logger])
     (picture,) = pictures_at(read_activations(tmp_path), "fixed", 1)
     assert picture.shape == (4, 9, 3)  # 2 maps of 4x4 side by side, a 1-pixel separator
-    levels = np.floor(np.arange(16).reshape(4, 4) / 15 * 255 + 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(picture[:, :4, 0], levels)  # 2 * ramp, min-max scaled
-    np.testing.assert_array_equal(picture[:, 5:, 0], 255 - levels)  # -ramp: reversed
+    unit = np.arange(16).reshape(4, 4) / 15
+    np.testing.assert_array_equal(picture[:, :4, 0], gray(unit))  # 2 * ramp, min-max scaled
+    np.testing.assert_array_equal(picture[:, 5:, 0], gray(1 - unit))  # -ramp: reversed
     np.testing.assert_array_equal(picture[:, 4], 255)  # separator
     assert (picture[..., 0] == picture[..., 1]).all() and (picture[..., 1] == picture[..., 2]).all()
 
@@ -112,7 +118,7 @@ def reference_pictures(activations, mode, fixed_range=None):
     else:
         lo, hi = fixed_range if fixed_range else (maps.min(), maps.max())
     unit = np.clip((maps - lo) / np.maximum(hi - lo, 1e-12), 0, 1)
-    return np.floor(unit * 255 + 0.5)
+    return np.floor(unit * (LEVELS - 1) + 0.5)
 
 
 @pytest.mark.parametrize("mode", ["map", "layer", "fixed"])
@@ -139,8 +145,9 @@ def test_normalisation_modes_match_reference(tmp_path, mode):
     for epoch, activations in enumerate(seen):
         expected = reference_pictures(activations, mode, first if mode == "fixed" else None)
         (picture,) = pictures_at(result, "conv", epoch)
-        got = np.stack([picture[:, :4, 0], picture[:, 5:, 0]])
-        assert np.abs(got - expected[0]).max() <= 1  # float32 vs float64 rounding at .5
+        got = np.stack([picture[:, :4, 0], picture[:, 5:, 0]]).astype(np.float64)
+        got_levels = np.round(got * (LEVELS - 1) / 255)  # grey value back to its level
+        assert np.abs(got_levels - expected[0]).max() <= 1  # float32 vs float64 rounding at .5
     assert not np.allclose(seen[0], seen[-1])  # the weights did change between epochs
 
 
@@ -152,8 +159,7 @@ def test_value_range_pins_fixed_scale(tmp_path):
                               value_range=(0.0, 30.0), cmap="gray", clip_percentile=0)  # fmt: skip
     model.fit(np.repeat(ramp, 4, 0), np.zeros(4), epochs=1, verbose=0, callbacks=[logger])
     (picture,) = pictures_at(read_activations(tmp_path), "fixed", 0)
-    expected = np.floor(np.arange(16).reshape(4, 4) / 30 * 255 + 0.5)
-    np.testing.assert_array_equal(picture[..., 0], expected)
+    np.testing.assert_array_equal(picture[..., 0], gray(np.arange(16).reshape(4, 4) / 30))
 
 
 def test_nan_activations_are_marked_and_training_goes_on(tmp_path, data):
@@ -265,7 +271,7 @@ def test_colormaps(tmp_path, data):
             ActivationLogger(probe, log_dir=log_dir, layers="conv_a", cmap=cmap)])  # fmt: skip
         picture = pictures_at(read_activations(log_dir), "conv_a", 0)[0]
         colours = {tuple(c) for c in picture.reshape(-1, 3)} - {(255, 255, 255)}
-        assert colours <= {tuple(c) for c in colormap_lut(cmap)}
+        assert colours <= {tuple(c) for c in palette(cmap)}
     assert ActivationLogger(probe, log_dir=tmp_path, cmap="RdBu_r").options.symmetric
     assert not ActivationLogger(probe, log_dir=tmp_path).options.symmetric
 

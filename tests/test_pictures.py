@@ -5,9 +5,21 @@ import pytest
 import tensorflow as tf
 
 from tbviz import pictures
-from tbviz.pictures import NONFINITE_COLOR, SEPARATOR_COLOR, PictureOptions
+from tbviz.pictures import (
+    LEVELS,
+    NONFINITE_COLOR,
+    NONFINITE_INDEX,
+    SEPARATOR_COLOR,
+    SEPARATOR_INDEX,
+    PictureOptions,
+)
 
-GRAY = pictures.colormap_lut("gray")
+SEP = SEPARATOR_INDEX
+
+
+def level(unit):
+    """The documented quantisation: floor(v * 253 + 0.5)."""
+    return np.floor(np.asarray(unit, np.float64) * (LEVELS - 1) + 0.5).astype(np.uint8)
 
 
 @pytest.mark.parametrize(
@@ -29,15 +41,23 @@ def test_block_shape_is_exact_factorisation():
     assert pictures.block_shape(13) == (1, 13)
 
 
-def test_gray_lut_is_identity():
-    """The grey colour map sends level i to (i, i, i), so grey pixels can be checked exactly."""
-    np.testing.assert_array_equal(GRAY, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))
+def test_palette_layout():
+    """254 evenly spaced levels of the colour map, then the separator and NaN colours."""
+    gray = pictures.palette("gray")
+    assert gray.shape == (256, 3) and gray.dtype == np.uint8
+    expected = np.round(np.arange(LEVELS) * 255 / (LEVELS - 1))
+    np.testing.assert_array_equal(gray[:LEVELS, 0], expected)
+    np.testing.assert_array_equal(gray[SEPARATOR_INDEX], SEPARATOR_COLOR)
+    np.testing.assert_array_equal(gray[NONFINITE_INDEX], NONFINITE_COLOR)
+    viridis = pictures.palette("viridis")
+    np.testing.assert_array_equal(viridis[0], [68, 1, 84])  # viridis' dark purple end
+    np.testing.assert_array_equal(viridis[LEVELS - 1], [253, 231, 37])  # and its yellow end
 
 
 def test_unknown_cmap_names_close_matches():
     """A misspelt colour map is refused with the nearest real names."""
     with pytest.raises(ValueError, match=r"viridis.*Received: cmap='viridiss'"):
-        pictures.colormap_lut("viridiss")
+        pictures.palette("viridiss")
 
 
 def test_to_maps_channels_last_and_first_agree():
@@ -135,43 +155,41 @@ def test_constant_map_gives_no_nan(dtype):
     assert not np.isnan(unit).any() and (unit == 0).all()
 
 
-def test_colorize_exact_levels_and_nonfinite_marker():
-    """Values land on round(v * 255) of the table; NaN and Inf are marked magenta."""
-    unit = np.array([[0.0, 0.5, 1.0, np.nan, np.inf, 2 / 255]], np.float32)
-    rgb = pictures.colorize(unit, GRAY).numpy()
-    np.testing.assert_array_equal(rgb[0, :3, 0], [0, 128, 255])
-    np.testing.assert_array_equal(rgb[0, 3], NONFINITE_COLOR)
-    np.testing.assert_array_equal(rgb[0, 4], NONFINITE_COLOR)
-    assert rgb[0, 5, 0] == 2
+def test_quantize_exact_levels_and_nonfinite_marker():
+    """Values land on level floor(v * 253 + 0.5); NaN and Inf get the marker index."""
+    unit = np.array([[0.0, 0.5, 1.0, np.nan, np.inf, 2 / 253, 0.3]], np.float32)
+    got = pictures.quantize(unit).numpy()
+    np.testing.assert_array_equal(got[0], [0, 127, 253, NONFINITE_INDEX, NONFINITE_INDEX, 2, 76])
 
 
 def test_tile_layout_with_separators():
     """Tiles go row by row with 1-pixel separators; empty cells are separator-coloured."""
-    rgb = np.zeros((1, 3, 2, 2, 3), np.uint8)
+    maps = np.zeros((1, 3, 2, 2), np.uint8)
     for m in range(3):
-        rgb[0, m] = 10 * (m + 1)
-    image = pictures.tile(rgb, (2, 2), padding=1).numpy()
-    assert image.shape == (1, 5, 5, 3)
+        maps[0, m] = 10 * (m + 1)
+    image = pictures.tile(maps, (2, 2), padding=1).numpy()
+    assert image.shape == (1, 5, 5)
     np.testing.assert_array_equal(image[0, 0:2, 0:2], 10)
     np.testing.assert_array_equal(image[0, 0:2, 3:5], 20)
     np.testing.assert_array_equal(image[0, 3:5, 0:2], 30)
-    np.testing.assert_array_equal(image[0, 3:5, 3:5], np.broadcast_to(SEPARATOR_COLOR, (2, 2, 3)))
-    np.testing.assert_array_equal(image[0, 2, :], np.broadcast_to(SEPARATOR_COLOR, (5, 3)))
-    np.testing.assert_array_equal(image[0, :, 2], np.broadcast_to(SEPARATOR_COLOR, (5, 3)))
+    np.testing.assert_array_equal(image[0, 3:5, 3:5], SEP)
+    np.testing.assert_array_equal(image[0, 2, :], SEP)
+    np.testing.assert_array_equal(image[0, :, 2], SEP)
+    assert pictures.tile(maps, (1, 3), padding=0).numpy().shape == (1, 2, 6)
 
 
 def test_render_exact_pixels_per_map():
-    """A 2-channel map renders to the exact grey levels of its per-map min-max scaling."""
+    """A 2-channel map renders to the exact levels of its per-map min-max scaling."""
     x = np.zeros((1, 2, 2, 2), np.float32)
     x[0, :, :, 0] = [[0, 1], [2, 3]]
     x[0, :, :, 1] = [[-1, -1], [-1, 1]]
     options = PictureOptions(cmap="gray", clip_percentile=0.0)
     image, _, _ = pictures.render(x, options)
     image = image.numpy()
-    assert image.shape == (1, 2, 5, 3)
-    np.testing.assert_array_equal(image[0, :, :2, 0], [[0, 85], [170, 255]])
-    np.testing.assert_array_equal(image[0, :, 2], np.broadcast_to(SEPARATOR_COLOR, (2, 3)))
-    np.testing.assert_array_equal(image[0, :, 3:, 0], [[0, 0], [0, 255]])
+    assert image.shape == (1, 2, 5) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[0, :, :2], level([[0, 1 / 3], [2 / 3, 1]]))
+    np.testing.assert_array_equal(image[0, :, 2], SEP)
+    np.testing.assert_array_equal(image[0, :, 3:], [[0, 0], [0, LEVELS - 1]])
 
 
 def test_render_layer_and_fixed_ranges():
@@ -182,11 +200,11 @@ def test_render_layer_and_fixed_ranges():
     layer = PictureOptions(normalize="layer", cmap="gray", clip_percentile=0.0)
     image, lo, hi = pictures.render(x, layer)
     assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
-    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4], 0], [0, 255, 64, 128])
+    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4]], level([0, 1, 0.25, 0.5]))
     fixed = PictureOptions(normalize="fixed", cmap="gray", clip_percentile=0.0)
     image, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(0), np.float32(8)))
     assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 8.0)
-    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4], 0], [0, 128, 32, 64])
+    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4]], level([0, 0.5, 0.125, 0.25]))
     _, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
     assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
 

@@ -46,6 +46,6 @@ def test_tensorboard_serves_every_epoch(tmp_path, data):
             assert [e["step"] for e in entries] == list(range(EPOCHS))
             png = get(f"{url}/data/plugin/images/individualImage?{entries[-1]['query']}")
             with Image.open(io.BytesIO(png)) as image:
-                assert image.format == "PNG"
+                assert image.format == "PNG" and image.mode == "P"  # 8-bit palette PNG
                 assert image.size == (cols * w + cols - 1, rows * h + rows - 1)
                 assert np.asarray(image.convert("RGB")).std() > 0  # a picture, not a blank

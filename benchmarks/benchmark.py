@@ -1,0 +1,249 @@
+"""What ActivationLogger costs per logged epoch, beside its own baseline.
+
+    python benchmarks/benchmark.py                 # all cases, prints a Markdown table
+    python benchmarks/benchmark.py --cases mnist   # one case
+
+For each case, in one run:
+
+- *bare forward*: one ``tf.function`` forward pass of the probe batch (median of 7);
+- *extra / epoch*: ``fit()`` with the logger minus ``fit()`` without it, per
+  logged epoch, steady state (the logger is built in a warm-up fit first; the
+  one-time build and tracing cost is its own column). Both fits run the same
+  epochs; the median of several repeats is taken. Work on tbviz's writer
+  thread is included wherever it competes with training;
+- *ratio*: extra / bare forward; *% of epoch*: extra / a training epoch;
+- *bytes / epoch*: event-file bytes of the ``activations`` run per logged epoch;
+- *memory*: peak RSS growth of one logging step (forward pass + pictures +
+  statistics + writing) and of one bare forward pass, each measured in a fresh
+  process after a warm-up, with glibc's malloc returning large blocks to the
+  system at once (``MALLOC_MMAP_THRESHOLD_``) so that RSS follows live memory.
+
+No weights are downloaded (``weights=None``); no data set either (MNIST is the
+shipped test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tbviz import ActivationLogger  # noqa: E402
+
+CASES = ("mnist", "resnet50", "mobilenetv2")
+
+
+def make_case(name: str):
+    """Returns (model, x_train, y_train, batch_size, probe, logger_kwargs, description)."""
+    keras.utils.set_random_seed(0)
+    if name == "mnist":
+        from tbviz.datasets import load_shipped_mnist
+        from tbviz.demo import article_model, probe_digits
+
+        images, labels = load_shipped_mnist()
+        x = (images.astype(np.float32) / 255.0)[..., None]
+        model = article_model()
+        model.build((None, 28, 28, 1))
+        probe = probe_digits(x, labels)
+        return model, x, labels, 1000, probe, {}, "article CNN, 4 probes, default layers, epoch = 10,000 images"
+    rng = np.random.default_rng(0)
+    if name == "resnet50":
+        model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
+        kwargs, what = {}, "224x224, 8 probes, default layers"
+    elif name == "mobilenetv2":
+        model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=10)
+        kwargs = {"layers": lambda_all_image_layers(model)}
+        what = "224x224, 8 probes, every image-like layer"
+    else:
+        raise ValueError(f"unknown case {name!r}; expected one of {CASES}")
+    x = rng.random((8, 224, 224, 3), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    return model, x, y, 8, x.copy(), kwargs, f"{what}, epoch = 1 batch of 8"
+
+
+def lambda_all_image_layers(model) -> list[str]:
+    """Names of every layer with a rank-4 output (InputLayer excluded)."""
+    return [
+        layer.name
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4
+    ]
+
+
+def bare_forward_seconds(model, probe) -> float:
+    forward = tf.function(lambda x: model(x, training=False))
+    forward(probe)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        forward(probe)[0].numpy() if isinstance(forward(probe), list) else forward(probe).numpy()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def event_bytes(run_dir: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(run_dir, f)) for f in os.listdir(run_dir) if "tfevents" in f
+    )
+
+
+def time_case(name: str, epochs: int, repeats: int) -> dict:
+    model, x, y, batch_size, probe, kwargs, what = make_case(name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    forward = bare_forward_seconds(model, probe)
+
+    def fit(callbacks) -> float:
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks)
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # traces the train step
+        plain_first = fit([])
+        with_first = fit([logger])  # builds the activation model and traces it once
+        layers = len(logger._selected)
+        run_dir = logger._writer.run_dir
+        bytes_before = event_bytes(run_dir)
+        plain, logged = [], []
+        for _ in range(repeats):
+            plain.append(fit([]))
+            logged.append(fit([logger]))
+        per_epoch = (event_bytes(run_dir) - bytes_before) / (repeats * epochs)
+    extra = (statistics.median(logged) - statistics.median(plain)) / epochs
+    epoch = statistics.median(plain) / epochs
+    return {
+        "case": name,
+        "what": what,
+        "layers": layers,
+        "cards": layers * len(probe),
+        "forward_s": forward,
+        "epoch_s": epoch,
+        "extra_s": extra,
+        "ratio": extra / forward,
+        "percent_of_epoch": 100 * extra / epoch,
+        "build_s": with_first - plain_first - extra * epochs,
+        "bytes_per_epoch": per_epoch,
+    }
+
+
+# -- memory, in a fresh process per measurement --------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_growth(action) -> int:
+    """Peak RSS growth while `action` runs, sampled every millisecond."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    baseline = peak = _rss()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, _rss()) - baseline
+
+
+def measure_memory(name: str, mode: str) -> int:
+    model, _, _, _, probe, kwargs, _ = make_case(name)
+    if mode == "forward":
+        forward = tf.function(lambda x: model(x, training=False))
+        forward(probe)
+        return _peak_growth(lambda: np.asarray(forward(probe)))
+    with tempfile.TemporaryDirectory() as log_dir:
+        logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
+        logger.set_model(model)
+        logger.on_train_begin()
+
+        def log_epoch(epoch):
+            logger.on_epoch_end(epoch)
+            logger._wait_for_writes()
+
+        log_epoch(0)
+        return _peak_growth(lambda: log_epoch(1))
+
+
+def memory_case(name: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    result = {}
+    for mode in ("forward", "logging"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory", name, mode],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result[f"{mode}_mb"] = json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
+    result["memory_ratio"] = result["logging_mb"] / max(result["forward_mb"], 1e-9)
+    return result
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (
+        "| case | layers (cards) | bare forward | training epoch | extra / logged epoch "
+        "| overhead ratio | % of epoch | one-time build | event bytes / epoch "
+        "| peak RSS growth: logging / forward |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| **{r['case']}**: {r['what']} | {r['layers']} ({r['cards']}) | {r['forward_s']:.3f} s "
+        f"| {r['epoch_s']:.2f} s | {r['extra_s']:.3f} s | {r['ratio']:.2f} | {r['percent_of_epoch']:.1f}% "
+        f"| {r['build_s']:.1f} s | {r['bytes_per_epoch'] / 1e6:.2f} MB "
+        f"| {r['logging_mb']:.0f} MB / {r['forward_mb']:.0f} MB = {r['memory_ratio']:.2f}x |"
+        for r in rows
+    ]
+    return head + "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {CASES}")
+    parser.add_argument("--repeats", type=int, default=5, help="timed fits per variant")
+    parser.add_argument("--memory", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory:
+        print(json.dumps(measure_memory(*args.memory)))
+        return
+    rows = []
+    for name in args.cases.split(","):
+        epochs = 3 if name == "mnist" else 2
+        row = time_case(name, epochs=epochs, repeats=args.repeats)
+        row.update(memory_case(name))
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print(
+        f"\ntbviz benchmark: TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"{os.cpu_count()} CPU cores, {'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}\n"
+    )
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
