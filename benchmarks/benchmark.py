@@ -15,8 +15,10 @@ For each case, in one run:
 - *bytes / epoch*: event-file bytes of the ``activations`` run per logged epoch;
 - *memory*: peak RSS growth of one logging step (forward pass + pictures +
   statistics + writing) and of one bare forward pass, each measured in a fresh
-  process after a warm-up, with glibc's malloc returning large blocks to the
-  system at once (``MALLOC_MMAP_THRESHOLD_``) so that RSS follows live memory.
+  process after a warm-up, as Linux's RSS high-water mark (reset through
+  ``/proc/self/clear_refs``), with glibc's malloc returning large blocks to
+  the system at once (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's pooling
+  allocator off (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live memory.
 
 No weights are downloaded (``weights=None``); no data set either (MNIST is the
 shipped test split).
@@ -32,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -143,34 +144,20 @@ def time_case(name: str, epochs: int, repeats: int) -> dict:
 # -- memory, in a fresh process per measurement --------------------------------------------
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(field + ":")).split()[1])
 
 
 def _peak_growth(action) -> int:
-    """Peak RSS growth while `action` runs, sampled every millisecond."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    baseline = peak = _rss()
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        action()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak, _rss()) - baseline
+    """Peak RSS growth, in bytes, while `action` runs: Linux's high-water mark (VmHWM),
+    reset just before the action through /proc/self/clear_refs."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    baseline = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    action()
+    return (_status_kb("VmHWM") - baseline) * 1024
 
 
 def measure_memory(name: str, mode: str) -> int:
@@ -193,7 +180,8 @@ def measure_memory(name: str, mode: str) -> int:
 
 
 def memory_case(name: str) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    # oneDNN's pooling CPU allocator keeps freed memory, hiding live memory from RSS: off here.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TF_ENABLE_ONEDNN_OPTS="0")
     result = {}
     for mode in ("forward", "logging"):
         out = subprocess.run(

@@ -14,13 +14,14 @@ its input. The pipeline, in `render`:
    - ``(N, T, C)``: one time x channel heat strip (channels down, time across);
    - ``(N, units)``: one block of unit intensities, as square as the unit
      count allows (500 units -> 20 x 25).
-2. `downsample`: maps shrink (area averaging, aspect kept) so that the tiled
-   grid fits in ``max_size`` x ``max_size`` pixels; they never grow.
-3. `value_range` + `normalize`: values map to [0, 1], clipped at percentiles
+   On the way, maps shrink (`downsample`: area averaging, aspect kept) so
+   that the tiled grid fits in ``max_size`` x ``max_size`` pixels; they never
+   grow.
+2. `value_range` + `normalize`: values map to [0, 1], clipped at percentiles
    so one outlier cannot wash a map out; constant maps give 0, never NaN.
-4. `quantize`: [0, 1] becomes one of `LEVELS` (254) colour levels,
+3. `quantize`: [0, 1] becomes one of `LEVELS` (254) colour levels,
    ``floor(v * 253 + 0.5)``; NaN/Inf pixels get `NONFINITE_INDEX`.
-5. `tile`: maps are laid out in the grid with `padding`-pixel separators
+4. `tile`: maps are laid out in the grid with `padding`-pixel separators
    (`SEPARATOR_INDEX`); empty cells are separator-coloured too.
 
 Pictures are thus 8-bit *palette indices*: `palette` turns a colour map into
@@ -71,47 +72,16 @@ def block_shape(units: int) -> tuple[int, int]:
     return rows, units // rows
 
 
-def to_maps(
-    x: tf.Tensor, *, channels_first: bool = False, max_channels: int = 64
-) -> tuple[tf.Tensor, tuple[int, int]]:
-    """Turns a layer output of rank 2 to 5 into maps ``(N, M, h, w)`` and a grid shape.
-
-    Args:
-        x: the layer's output for N probe samples; float16 is cast to float32.
-        channels_first: the layer's ``data_format`` is ``channels_first``.
-            Defaults to `False`.
-        max_channels: at most this many channels are kept (the first ones).
-            Defaults to `64`.
-    """
-    x = tf.cast(x, tf.float32)
-    rank = x.shape.rank
-    if rank == 4:
-        if not channels_first:
-            x = tf.transpose(x, [0, 3, 1, 2])
-        x = x[:, :max_channels]
-        return x, grid_shape(x.shape[1])
-    if rank == 5:
-        if not channels_first:
-            x = tf.transpose(x, [0, 4, 1, 2, 3])  # (N, C, D, H, W)
-        depth = x.shape[2]
-        x = x[:, : max(1, max_channels // depth)]
-        channels = x.shape[1]
-        return tf.reshape(x, [-1, channels * depth, x.shape[3], x.shape[4]]), (channels, depth)
-    if rank == 3:
-        if not channels_first:
-            x = tf.transpose(x, [0, 2, 1])  # (N, C, T)
-        return x[:, tf.newaxis], (1, 1)
-    if rank == 2:
-        rows, cols = block_shape(x.shape[1])
-        return tf.reshape(x, [-1, 1, rows, cols]), (1, 1)
-    raise ValueError(f"Expected a layer output of rank 2 to 5. Received: shape={x.shape}")
-
-
 def tile_size(
-    map_hw: tuple[int, int], grid: tuple[int, int], *, max_size: int, padding: int
+    map_hw: tuple[int, int], grid: tuple[int, int], *, max_size: int | None, padding: int
 ) -> tuple[int, int]:
-    """Returns the ``(h, w)`` each map is shrunk to so the grid fits in ``max_size`` px."""
+    """Returns the ``(h, w)`` each map is shrunk to so the grid fits in ``max_size`` px.
+
+    Maps never grow; the aspect ratio is kept; None means no limit.
+    """
     (h, w), (rows, cols) = map_hw, grid
+    if max_size is None:
+        return h, w
     scale = min(
         1.0,
         max(1, max_size - (rows - 1) * padding) / (rows * h),
@@ -120,13 +90,76 @@ def tile_size(
     return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
 
 
-def downsample(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Shrinks maps ``(N, M, h, w)`` to ``size`` by area averaging (no-op if equal)."""
-    if tuple(maps.shape[2:]) == tuple(size):
-        return maps
-    hwc = tf.transpose(maps, [0, 2, 3, 1])
-    small = tf.image.resize(hwc, size, method="area")
-    return tf.transpose(small, [0, 3, 1, 2])
+def downsample(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging."""
+    if tuple(images.shape[1:3]) != tuple(size):
+        images = tf.image.resize(images, size, method="area")
+    return tf.cast(images, tf.float32)
+
+
+def to_maps(
+    x: tf.Tensor,
+    *,
+    channels_first: bool = False,
+    max_channels: int = 64,
+    max_size: int | None = None,
+    padding: int = 1,
+) -> tuple[tf.Tensor, tuple[int, int]]:
+    """Turns a layer output of rank 2 to 5 into float32 maps ``(N, M, h, w)`` and a grid shape.
+
+    Maps are shrunk (see `tile_size`) *before* any transpose or cast, so no
+    full-size copy of a large activation is ever made.
+
+    Args:
+        x: the layer's output for N probe samples (float16 is fine).
+        channels_first: the layer's ``data_format`` is ``channels_first``.
+            Defaults to `False`.
+        max_channels: at most this many channels are kept (the first ones).
+            Defaults to `64`.
+        max_size: the grid of maps, with separators, fits in
+            ``max_size x max_size`` pixels; None: maps keep their size.
+            Defaults to `None`.
+        padding: separator width the grid will get. Defaults to `1`.
+    """
+    x = tf.convert_to_tensor(x)
+    if x.dtype not in (tf.float16, tf.float32, tf.float64):
+        x = tf.cast(x, tf.float32)  # integers and bfloat16, which area resizing does not take
+    rank = x.shape.rank
+    if rank not in (2, 3, 4, 5):
+        raise ValueError(f"Expected a layer output of rank 2 to 5. Received: shape={x.shape}")
+    n = tf.shape(x)[0]
+
+    def shrink(images: tf.Tensor, grid: tuple[int, int]) -> tf.Tensor:
+        return downsample(images, tile_size(tuple(images.shape[1:3]), grid, max_size=max_size, padding=padding))
+
+    if rank == 2:  # (N, units): one block of unit intensities
+        rows, cols = block_shape(x.shape[1])
+        block = shrink(tf.reshape(x, [-1, rows, cols, 1]), (1, 1))
+        return tf.transpose(block, [0, 3, 1, 2]), (1, 1)
+    if rank == 3:  # (N, T, C): one heat strip, channels down, time across
+        strip = x[..., tf.newaxis] if channels_first else tf.transpose(x, [0, 2, 1])[..., tf.newaxis]
+        return tf.transpose(shrink(strip, (1, 1)), [0, 3, 1, 2]), (1, 1)
+    if rank == 4:  # one map per channel
+        x = x[:, :max_channels] if channels_first else x[..., :max_channels]
+        channels = x.shape[1] if channels_first else x.shape[3]
+        grid = grid_shape(channels)
+        if channels_first:
+            small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], 1]), grid)
+            return tf.reshape(small, [n, channels, small.shape[1], small.shape[2]]), grid
+        return tf.transpose(shrink(x, grid), [0, 3, 1, 2]), grid
+    # rank 5: one row per channel, one column per depth slice
+    depth = x.shape[2] if channels_first else x.shape[1]
+    keep = max(1, max_channels // depth)
+    x = x[:, :keep] if channels_first else x[..., :keep]
+    channels = x.shape[1] if channels_first else x.shape[4]
+    grid = (channels, depth)
+    if channels_first:  # (N, C, D, H, W)
+        small = shrink(tf.reshape(x, [-1, x.shape[3], x.shape[4], 1]), grid)
+        return tf.reshape(small, [n, channels * depth, small.shape[1], small.shape[2]]), grid
+    small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], channels]), grid)  # (N*D, h, w, C)
+    small = tf.reshape(small, [n, depth, small.shape[1], small.shape[2], channels])
+    small = tf.transpose(small, [0, 4, 1, 2, 3])  # (N, C, D, h, w)
+    return tf.reshape(small, [n, channels * depth, small.shape[3], small.shape[4]]), grid
 
 
 def _finite_quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
@@ -282,11 +315,13 @@ def render(
     instead of the one measured on `x` (so the caller can pin the first
     epoch's range); NaN in it means "measure".
     """
-    maps, grid = to_maps(x, channels_first=channels_first, max_channels=options.max_channels)
-    size = tile_size(
-        tuple(maps.shape[2:]), grid, max_size=options.max_size, padding=options.padding
+    maps, grid = to_maps(
+        x,
+        channels_first=channels_first,
+        max_channels=options.max_channels,
+        max_size=options.max_size,
+        padding=options.padding,
     )
-    maps = downsample(maps, size)
     lo, hi = value_range(
         maps,
         per_map=options.normalize == "map",

@@ -1,10 +1,19 @@
-"""Per-layer statistics logged beside the pictures: small tensors, computed in-graph."""
+"""Per-layer statistics logged beside the pictures: small tensors, computed in-graph.
+
+They are exact over every activation of every probe sample, yet never need a
+full-size temporary of the layer's output: the work goes one probe sample at
+a time (``tf.map_fn``), and the sum of squares is a dot product.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
 HISTOGRAM_BINS = 30
+
+
+def _per_sample(fn, samples: tf.Tensor, signature) -> tf.Tensor:
+    return tf.map_fn(fn, samples, fn_output_signature=signature, parallel_iterations=1)
 
 
 def layer_statistics(x: tf.Tensor, *, bins: int = HISTOGRAM_BINS) -> dict[str, tf.Tensor]:
@@ -17,36 +26,50 @@ def layer_statistics(x: tf.Tensor, *, bins: int = HISTOGRAM_BINS) -> dict[str, t
     TensorBoard's histogram plugin stores. Non-finite values are left out of
     every statistic but ``nonfinite``.
     """
-    x = tf.reshape(tf.cast(x, tf.float32), [-1])
-    finite_mask = tf.math.is_finite(x)
-    finite = tf.boolean_mask(x, finite_mask)
-    total = tf.cast(tf.size(x), tf.float32)
-    n_finite = tf.cast(tf.size(finite), tf.float32)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(finite), n_finite)
-    variance = tf.math.divide_no_nan(tf.reduce_sum(tf.square(finite - mean)), n_finite)
+    x = tf.convert_to_tensor(x)
+    samples = tf.reshape(x, [tf.shape(x)[0], -1])
 
-    lo = _min_or_zero(finite)
-    hi = _max_or_zero(finite)
+    def moments(row: tf.Tensor) -> tf.Tensor:
+        row = tf.cast(row, tf.float32)
+        finite = tf.math.is_finite(row)
+        clean = tf.where(finite, row, 0.0)
+        return tf.stack([
+            tf.reduce_sum(tf.cast(finite, tf.float32)),
+            tf.reduce_sum(clean),
+            tf.tensordot(clean, clean, 1),
+            tf.reduce_sum(tf.cast(tf.equal(row, 0.0), tf.float32)),
+            tf.reduce_min(tf.where(finite, row, float("inf"))),
+            tf.reduce_max(tf.where(finite, row, float("-inf"))),
+        ])  # fmt: skip
+
+    parts = _per_sample(moments, samples, tf.TensorSpec([6], tf.float32))
+    count = tf.reduce_sum(parts[:, 0])
+    total = tf.cast(tf.size(samples), tf.float32)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(parts[:, 1]), count)
+    variance = tf.maximum(tf.math.divide_no_nan(tf.reduce_sum(parts[:, 2]), count) - mean**2, 0.0)
+    lo = tf.where(count > 0, tf.reduce_min(parts[:, 4]), 0.0)
+    hi = tf.where(count > 0, tf.reduce_max(parts[:, 5]), 0.0)
+
     # A constant layer still gets a visible bin of width 1 around its value.
     width = tf.where(hi > lo, hi - lo, 1.0)
     left = tf.where(hi > lo, lo, lo - 0.5)
-    counts = tf.histogram_fixed_width(finite, [left, left + width], nbins=bins)
+    value_range = tf.stack([left, left + width])
+
+    def counts(row: tf.Tensor) -> tf.Tensor:
+        row = tf.cast(row, tf.float32)
+        finite = tf.math.is_finite(row)
+        binned = tf.histogram_fixed_width(tf.where(finite, row, left), value_range, nbins=bins)
+        # Non-finite values were counted in bin 0 as `left`; take them out again.
+        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int32))
+        return binned - tf.one_hot(0, bins, on_value=nonfinite, off_value=0, dtype=tf.int32)
+
+    histogram_counts = tf.reduce_sum(_per_sample(counts, samples, tf.TensorSpec([bins], tf.int32)), 0)
     edges = left + width * tf.range(bins + 1, dtype=tf.float32) / bins
-    histogram = tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float32)], axis=1)
+    histogram = tf.stack([edges[:-1], edges[1:], tf.cast(histogram_counts, tf.float32)], axis=1)
     return {
         "mean": mean,
         "std": tf.sqrt(variance),
-        "zero_fraction": tf.math.divide_no_nan(
-            tf.reduce_sum(tf.cast(tf.equal(x, 0.0), tf.float32)), total
-        ),
-        "nonfinite": total - n_finite,
+        "zero_fraction": tf.math.divide_no_nan(tf.reduce_sum(parts[:, 3]), total),
+        "nonfinite": total - count,
         "histogram": histogram,
     }
-
-
-def _min_or_zero(values: tf.Tensor) -> tf.Tensor:
-    return tf.cond(tf.size(values) > 0, lambda: tf.reduce_min(values), lambda: 0.0)
-
-
-def _max_or_zero(values: tf.Tensor) -> tf.Tensor:
-    return tf.cond(tf.size(values) > 0, lambda: tf.reduce_max(values), lambda: 0.0)

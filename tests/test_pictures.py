@@ -110,9 +110,31 @@ def test_tile_size_fits_max_size():
 
 def test_downsample_averages_areas():
     """Shrinking by 2 averages 2x2 blocks."""
-    maps = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
-    small = pictures.downsample(maps, (2, 2)).numpy()
-    np.testing.assert_allclose(small[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    images = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    small = pictures.downsample(images, (2, 2)).numpy()
+    np.testing.assert_allclose(small[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_to_maps_shrinks_before_transposing(channels_first):
+    """With max_size, each map is the area average of the full-size map, in either data format."""
+    x = np.random.default_rng(2).random((2, 8, 8, 4)).astype(np.float32)
+    maps, grid = pictures.to_maps(x, max_size=9, padding=1)  # 2x2 grid of 4x4 maps: 4 + 1 + 4
+    assert grid == (2, 2) and maps.shape == (2, 4, 4, 4)
+    expected = x.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4)).transpose(0, 3, 1, 2)
+    if channels_first:
+        maps, _ = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True, max_size=9)
+    np.testing.assert_allclose(maps, expected, rtol=1e-6)
+
+
+def test_to_maps_shrinks_volumes_and_sequences():
+    """Depth slices and heat strips shrink too, to fit max_size."""
+    vol = np.random.default_rng(0).random((1, 2, 8, 8, 3)).astype(np.float32)
+    maps, grid = pictures.to_maps(vol, max_size=17)  # 3 channel rows x 2 depth columns
+    assert grid == (3, 2) and maps.shape == (1, 6, 5, 5)  # 3 rows of 5 + 2 separators = 17
+    np.testing.assert_allclose(maps[0, 1], pictures.downsample(vol[:, 1, :, :, :1], (5, 5))[0, :, :, 0])
+    strip, _ = pictures.to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
+    assert strip.shape == (1, 1, 3, 50)
 
 
 def test_value_range_per_map_and_per_layer():
