@@ -1,19 +1,34 @@
 """Reads tbviz summaries back from event files, without TensorFlow.
 
 Used by ``tbviz export`` and by the tests. A truncated or corrupted event file
-yields what is readable before the damage; the damage is reported through
-`ReadResult.problems` instead of an exception.
+yields every record that is still intact -- before *and after* a damaged
+record -- and each damage is reported, naming the file and the byte offset,
+through `ReadResult.problems` instead of an exception.
+
+Records are framed and checksummed here in pure Python (TFRecord: a length,
+its masked CRC-32C, the data, its masked CRC-32C) rather than with TensorBoard's
+loader, which imports TensorFlow and silently stops at the first damaged record.
+Events then go through TensorBoard's read-time compatibility layers
+(``data_compat``, ``dataclass_compat``), as in TensorBoard itself, so logs
+written by older writers (TF1-style summaries, metadata only on a tag's first
+event) read the same.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import mmap
 import os
+import struct
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from tensorboard.backend.event_processing import event_file_loader
+from google.protobuf.message import DecodeError
+from tensorboard import data_compat, dataclass_compat
+from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
 from tbviz import metadata
@@ -57,13 +72,15 @@ def read_run(run_dir: str) -> ReadResult:
     keeps its latest value.
     """
     result = ReadResult()
+    initial_metadata: dict = {}  # per run, as TensorBoard keeps it (dataclass_compat)
+    plugins: dict[str, str] = {}  # tag -> plugin name of its first event that had one
     for path in event_files(run_dir):
         try:
-            for event in event_file_loader.EventFileLoader(path).Load():
+            for event in _load_events(path, initial_metadata, result.problems):
                 for value in event.summary.value:
-                    _add(result, event, value)
+                    _add(result, event, value, plugins)
         except Exception as error:  # noqa: BLE001 -- a damaged file must not stop the rest
-            result.problems.append(f"{path}: stopped reading at a damaged record ({error})")
+            result.problems.append(f"{path}: stopped reading ({type(error).__name__}: {error})")
     for series in (result.images, result.scalars, result.histograms):
         for tag, items in series.items():
             latest = {_step(item): item for item in items}
@@ -75,12 +92,15 @@ def _step(item) -> int:
     return item.step if isinstance(item, ImageStep) else item[0]
 
 
-def _add(result: ReadResult, event, value) -> None:
+def _add(result: ReadResult, event, value, plugins: dict[str, str]) -> None:
     parsed = metadata.parse_tag(value.tag)
     if parsed is None:
         return
     kind, _ = parsed
-    plugin = value.metadata.plugin_data.plugin_name
+    # Writers may keep a tag's metadata for its first event only (TF1's FileWriter).
+    plugin = value.metadata.plugin_data.plugin_name or plugins.get(value.tag, "")
+    if plugin:
+        plugins.setdefault(value.tag, plugin)
     if kind == metadata.IMAGE and plugin == "images":
         strings = list(value.tensor.string_val)
         result.images[value.tag].append(
@@ -108,3 +128,110 @@ def decode_png(png: bytes) -> np.ndarray:
 
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C (Castagnoli), rotated and offset."""
+    table = _CRC32C_TABLE
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+_HEADER = struct.Struct("<QI")  # data length, masked CRC of the length's 8 bytes
+_FOOTER = struct.Struct("<I")  # masked CRC of the data
+
+
+def _header_at(data, offset: int, size: int) -> int | None:
+    """The data length of an intact record header at `offset`, else None."""
+    if size - offset < _HEADER.size:
+        return None
+    length, length_crc = _HEADER.unpack_from(data, offset)
+    if length > size - offset - _HEADER.size - _FOOTER.size:
+        return None
+    if _length_crc(data[offset : offset + 8]) != length_crc:
+        return None
+    return length
+
+
+@functools.lru_cache(maxsize=4096)
+def _length_crc(length_bytes: bytes) -> int:
+    # Cached: scanning a zero-filled tail for the next header asks the same question often.
+    return _masked_crc32c(length_bytes)
+
+
+def iter_records(path: str, problems: list[str]) -> Iterator[bytes]:
+    """Yields the intact records of one TFRecord file; appends to `problems` what was skipped.
+
+    A record whose data fails its checksum is skipped and reading goes on
+    after it; after a damaged header, reading resumes at the next intact
+    header; a file that ends inside a record (truncated, or still being
+    written) stops there.
+    """
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            offset = 0
+            while offset < size:
+                length = _header_at(data, offset, size)
+                if length is None:
+                    if size - offset < _HEADER.size + _FOOTER.size or (
+                        _HEADER.unpack_from(data, offset)[1]
+                        == _length_crc(data[offset : offset + 8])
+                    ):
+                        problems.append(
+                            f"{path}: ends inside a record at byte {offset} (truncated, or still "
+                            f"being written); skipped its last {size - offset} bytes"
+                        )
+                        return
+                    resume = offset + 1
+                    while resume < size and _header_at(data, resume, size) is None:
+                        resume += 1
+                    problems.append(
+                        f"{path}: damaged record header at byte {offset}; skipped "
+                        f"{resume - offset} bytes"
+                        + (" to the end of the file" if resume >= size else f" up to byte {resume}")
+                    )
+                    offset = resume
+                    continue
+                start = offset + _HEADER.size
+                end = start + length
+                record = data[start:end]
+                (data_crc,) = _FOOTER.unpack_from(data, end)
+                if _masked_crc32c(record) != data_crc:
+                    problems.append(
+                        f"{path}: corrupted record at byte {offset} (checksum mismatch); "
+                        f"skipped it ({length} bytes)"
+                    )
+                else:
+                    yield record
+                offset = end + _FOOTER.size
+
+
+def _load_events(path: str, initial_metadata: dict, problems: list[str]) -> Iterator:
+    for index, record in enumerate(iter_records(path, problems)):
+        try:
+            event = event_pb2.Event.FromString(record)
+        except DecodeError as error:
+            problems.append(f"{path}: record {index} is not an event ({error}); skipped it")
+            continue
+        yield from dataclass_compat.migrate_event(
+            data_compat.migrate_event(event), initial_metadata
+        )

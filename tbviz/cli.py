@@ -1,0 +1,397 @@
+"""The ``tbviz`` command: ``tbviz demo``, ``tbviz board`` and ``tbviz export``.
+
+Heavy modules (Keras for the demo, TensorBoard's server for board) are
+imported only by the sub-command that needs them. Mistakes in the input are
+reported as one line on stderr with exit status 2, like argparse's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import textwrap
+import threading
+from collections.abc import Sequence
+
+from tbviz import metadata
+
+#: TensorBoard keeps only 10 steps per image tag unless told otherwise, and
+#: ``images=0`` ("keep all") is broken (tensorflow/tensorboard#5550).
+SAMPLES_PER_PLUGIN = "images=100000"
+USAGE_ERROR = 2
+
+_EXPORT_LAYOUT = """\
+Files written (existing ones are overwritten), per run, layer and probe image:
+
+  OUT/RUN/LAYER/probe<i>/epoch<NNNN>.png  the logged picture of each epoch,
+                                          byte for byte (logged width x height)
+  OUT/RUN/LAYER/probe<i>.gif              one frame per logged epoch, looping: the
+                                          picture (x --scale) over a 16 px strip
+                                          reading "epoch N"; frames are as wide as
+                                          the widest picture of the layer (at least
+                                          64 px) and as tall as the tallest + 16 px
+  OUT/RUN/LAYER/sheet.png                 contact sheet: rows = epochs,
+                                          columns = probe images
+  OUT/RUN/sheet_probe<i>.png              contact sheet: rows = epochs,
+                                          columns = layers
+
+A contact sheet has a 64 px column of epoch labels, a 16 px row of titles and
+4 px gaps; column j is as wide as its widest picture, row i as tall as its
+tallest (x --scale).
+
+RUN is TensorBoard's run name (the run directory relative to LOGDIR, e.g.
+"activations"); LAYER is the layer path with characters other than letters,
+digits, "_", ".", "-", "~" percent-encoded ("outer/inner" -> "outer%2Finner");
+<i> counts probe images from 0; N and NNNN are the logged step, Keras' 0-based
+epoch index, as on TensorBoard's step slider.
+
+A damaged event file does not stop the export: what is readable is exported
+and each skipped part is reported as a warning naming the file.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # same format as argparse, for our own errors too
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 0 to 65535 (0: any free port), received {text!r}"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tbviz import __version__
+
+    parser = _Parser(
+        prog="tbviz",
+        description="Watch a Keras model's feature maps learn, epoch by epoch, in TensorBoard.",
+        epilog="Run 'tbviz COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"tbviz {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    demo = commands.add_parser(
+        "demo",
+        help="train the article's MNIST CNN with ActivationLogger (offline)",
+        description=(
+            "Trains the article's MNIST CNN (two 2x2 convolutions with max-pooling, a "
+            "500-unit dense layer, softmax) with keras.callbacks.TensorBoard and "
+            "tbviz.ActivationLogger, then prints the command to view the logs. Offline by "
+            "default: it uses the MNIST test split shipped with tbviz (10,000 digits by "
+            "Y. LeCun, C. Cortes and C. J. C. Burges, CC BY-SA 3.0), or Keras' full MNIST "
+            "when it is already downloaded or asked for."
+        ),
+    )
+    demo.add_argument(
+        "--logdir", default="logs/mnist", help="where to write the logs (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--epochs", type=_positive_int, default=20, help="training epochs (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--source",
+        choices=("auto", "shipped", "keras"),
+        default="auto",
+        help=(
+            "which MNIST: 'shipped' (the test split in the package, 8,000 digits to train, "
+            "2,000 to validate), 'keras' (keras.datasets.mnist, downloads it unless "
+            "cached), 'auto' (Keras' copy if cached, else the shipped one; never uses "
+            "the network) (default: %(default)s)"
+        ),
+    )
+    demo.set_defaults(handler=_demo)
+
+    board = commands.add_parser(
+        "board",
+        help="start TensorBoard with every logged epoch on the image step slider",
+        description=(
+            "Starts TensorBoard on localhost for LOGDIR with --samples_per_plugin "
+            f"{SAMPLES_PER_PLUGIN}, so the Images dashboard keeps every logged epoch "
+            "(TensorBoard's default keeps 10 per tag), prints its URL and serves until "
+            "Ctrl+C."
+        ),
+    )
+    board.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    board.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="port to serve on; 0 picks a free one (default: 6006, or the next free one)",
+    )
+    board.set_defaults(handler=_board)
+
+    export = commands.add_parser(
+        "export",
+        help="write logged feature maps as PNGs, animated GIFs and contact sheets",
+        description=textwrap.fill(
+            "Reads the event files under LOGDIR (no training, no model, no TensorFlow graph "
+            "needed) and writes, for every layer and probe image, one PNG per epoch, an "
+            "animated GIF across epochs and contact sheets.",
+            width=79,
+        ),
+        epilog=_EXPORT_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    export.add_argument(
+        "--layer",
+        action="append",
+        metavar="PATTERN",
+        help="export only layers whose path matches this glob (e.g. 'conv*'); repeatable "
+        "(default: all layers)",
+    )
+    export.add_argument(
+        "--run",
+        metavar="RUN",
+        help=f"export only this run (default: every run named '{metadata.RUN_NAME}', or every "
+        "run with tbviz images if none is)",
+    )
+    export.add_argument(
+        "--scale",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="enlarge pictures in GIFs and contact sheets N times (default: %(default)s)",
+    )
+    export.add_argument(
+        "--duration",
+        type=_positive_int,
+        default=500,
+        metavar="MS",
+        help="GIF frame duration in milliseconds (default: %(default)s)",
+    )
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``tbviz`` command; returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("\ntbviz: interrupted", file=sys.stderr)
+        return 130
+    except _UsageError as error:
+        print(f"tbviz {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+class _UsageError(Exception):
+    """A mistake in the command line or its input: reported in one line, exit status 2."""
+
+
+def _warn(message: str) -> None:
+    print(f"tbviz: warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tbviz import datasets
+
+    logdir = args.logdir
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise _UsageError(f"--logdir must be a directory; received {logdir!r}, which is a file")
+    if os.path.isdir(logdir) and os.listdir(logdir):
+        _warn(
+            f"{logdir!r} already holds logs; this run's epochs are written beside them "
+            "(delete it, or pass another --logdir, for a clean run)"
+        )
+    if args.source == "keras" or (args.source == "auto" and datasets._keras_mnist_cached()):
+        print("Data: Keras' MNIST (60,000 training and 10,000 validation digits).")
+    else:
+        print(
+            "Data: the MNIST test split shipped with tbviz (8,000 training and 2,000 "
+            "validation digits; MNIST by Y. LeCun, C. Cortes and C. J. C. Burges, CC BY-SA 3.0)."
+        )
+    print(f"Training the article's CNN for {args.epochs} epochs, logging to {logdir} ...")
+    sys.stdout.flush()
+
+    from tbviz.demo import train
+
+    try:
+        train(logdir, epochs=args.epochs, source=args.source)
+    except KeyboardInterrupt:
+        print(f"\ntbviz demo: interrupted; the epochs logged so far are in {logdir}")
+        _print_view_commands(logdir)
+        return 130
+    except Exception as error:  # noqa: BLE001 -- e.g. no network for --source keras
+        print(f"tbviz demo: error: training failed: {type(error).__name__}: {error}",
+              file=sys.stderr)  # fmt: skip
+        if args.source == "keras":
+            print("tbviz demo: hint: --source shipped works offline", file=sys.stderr)
+        return 1
+    print(f"\nDone: feature maps of {args.epochs} epochs in {os.path.join(logdir, metadata.RUN_NAME)}")
+    _print_view_commands(logdir)
+    return 0
+
+
+def _print_view_commands(logdir: str) -> None:
+    quoted = shlex.quote(logdir)
+    print(
+        "\nView them in TensorBoard's Images dashboard, every epoch on the step slider:\n"
+        f"    tbviz board {quoted}\n"
+        "or with plain TensorBoard:\n"
+        f"    tensorboard --logdir {quoted} --samples_per_plugin {SAMPLES_PER_PLUGIN}\n"
+        "Export them as PNGs, GIFs and contact sheets:\n"
+        f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}",
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------- board
+
+
+def start_board(logdir: str, port: int | None = None, extra_flags: Sequence[str] = ()):
+    """Starts TensorBoard for `logdir` in this process, in a background thread.
+
+    The Images dashboard keeps every logged step (``--samples_per_plugin
+    images=100000``). `port` None tries 6006 and the next free ones; 0 picks
+    any free port. `extra_flags` are more TensorBoard flags, e.g.
+    ``["--reload_task=blocking"]`` to load the data before returning.
+
+    Returns:
+        ``(tensorboard, url)``: the `tensorboard.program.TensorBoard` and the
+        URL it serves, e.g. ``"http://localhost:6006/"``.
+
+    Raises:
+        tensorboard.program.TensorBoardServerException: the server could not
+            start, e.g. the port is in use.
+    """
+    from tensorboard import program
+
+    argv = [None, "--logdir", logdir, "--samples_per_plugin", SAMPLES_PER_PLUGIN]
+    if port is not None:
+        argv += ["--port", str(port)]
+    tensorboard = program.TensorBoard()
+    tensorboard.configure(argv=[*argv, *extra_flags])
+    return tensorboard, tensorboard.launch()
+
+
+def _board(args: argparse.Namespace) -> int:
+    logdir = args.logdir
+    if not os.path.isdir(logdir):
+        what = "a file" if os.path.exists(logdir) else "no such directory"
+        raise _UsageError(
+            f"LOGDIR must be a directory of TensorBoard logs; received {logdir!r} ({what})"
+        )
+    from tbviz.export import run_directories
+
+    if not run_directories(logdir):
+        _warn(
+            f"no event files in {logdir!r} yet; TensorBoard shows them as soon as training "
+            f"writes them (ActivationLogger(log_dir={logdir!r}))"
+        )
+    from tensorboard import program
+
+    try:
+        _, url = start_board(logdir, args.port)
+    except program.TensorBoardServerException as error:
+        raise _UsageError(f"{error.msg.rstrip('.')}; try another --port (0 picks a free one)")
+    print(f"TensorBoard serving {logdir} at {url} (every logged epoch on the step slider)")
+    print(f"Feature maps: {url}#images")
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- export
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tbviz import export
+
+    progress = _progress_bar()
+    try:
+        with progress(total=None, desc="reading", unit=" run") as bar:
+            runs, problems = export.load_runs(args.logdir, args.run, on_run=lambda _: bar.update(1))
+    except export.ExportError as error:
+        raise _UsageError(str(error)) from None
+    for problem in problems:
+        _warn(f"damaged event file: {problem}")
+
+    selections = []
+    for run in runs:
+        try:
+            selections.append((run, export.select_layers(run, args.layer)))
+        except export.ExportError as error:
+            if len(runs) == 1:
+                raise _UsageError(str(error)) from None
+    if not selections:
+        listing = "; ".join(f"run {r.name!r}: {', '.join(r.layers)}" for r in runs)
+        raise _UsageError(f"no layer matches --layer {args.layer[0]!r}; layers in {listing}")
+    try:
+        export.check_writable(args.out)
+    except export.ExportError as error:
+        raise _UsageError(str(error)) from None
+
+    total = sum(export.work_units(run, layers) for run, layers in selections)
+    try:
+        with progress(total=total, desc="exporting", unit=" item") as bar:
+            summaries = [
+                export.export_run(
+                    run,
+                    export.run_out_dir(args.out, run, args.logdir),
+                    layers,
+                    scale=args.scale,
+                    duration_ms=args.duration,
+                    progress=bar.update,
+                )
+                for run, layers in selections
+            ]
+    except OSError as error:
+        print(f"tbviz export: error: could not write {error.filename or args.out!r}: "
+              f"{error.strerror or error}", file=sys.stderr)  # fmt: skip
+        return 1
+    for summary in summaries:
+        for warning in summary.warnings:
+            _warn(warning)
+        print(
+            f"run {summary.run!r}: {len(summary.layers)} layers x {len(summary.steps)} epochs -> "
+            f"{summary.out_dir}: {len(summary.pngs)} PNGs, {len(summary.gifs)} GIFs, "
+            f"{len(summary.sheets)} contact sheets"
+        )
+    return 0
+
+
+def _progress_bar():
+    """tqdm on an interactive stderr; a silent stand-in otherwise."""
+    from tqdm import tqdm
+
+    def make(**options):
+        return tqdm(file=sys.stderr, disable=None, leave=False, **options)
+
+    return make
+
+
+if __name__ == "__main__":
+    sys.exit(main())

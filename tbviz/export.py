@@ -1,0 +1,487 @@
+"""Exports logged feature maps from event files to PNG, GIF and contact sheets.
+
+Reads event files with `tbviz.events` (no training, no TensorFlow graph, and no
+TensorFlow import of its own) and writes, for every selected layer and probe
+image of a run:
+
+    <out>/<run>/<layer>/probe<i>/epoch<NNNN>.png
+        one per logged epoch: the logged picture, byte for byte as TensorBoard
+        shows it (its size is the logged width x height).
+    <out>/<run>/<layer>/probe<i>.gif
+        an animation with one frame per logged epoch, looping, `duration_ms`
+        per frame. A frame is the picture (enlarged `scale` times) centred at
+        the top of a canvas as wide as the widest picture of the layer (at
+        least MIN_FRAME_WIDTH = 64 px) and as tall as the tallest, plus a
+        CAPTION_HEIGHT = 16 px caption strip below it reading "epoch N".
+    <out>/<run>/<layer>/sheet.png
+        the layer's contact sheet: rows = epochs, columns = probe images.
+    <out>/<run>/sheet_probe<i>.png
+        the probe image's contact sheet: rows = epochs, columns = layers.
+
+A contact sheet has a LABEL_WIDTH = 64 px column of "epoch N" labels on the
+left, a HEADER_HEIGHT = 16 px row of column titles on top, and GAP = 4 px
+between and around the cells. Column j is as wide as its widest picture and
+row i as tall as its tallest (both times `scale`), so a sheet is
+``LABEL_WIDTH + sum(column widths) + GAP * (columns + 1)`` wide and
+``HEADER_HEIGHT + sum(row heights) + GAP * (rows + 1)`` tall. A picture
+missing from the log leaves its cell empty.
+
+Names: ``<run>`` is TensorBoard's run name, the run directory relative to the
+log directory (``activations`` for ``ActivationLogger(log_dir=LOGDIR)``), or
+the directory's own name when the log directory is itself the run.
+``<layer>`` is the layer path with every character other than letters, digits,
+``_``, ``.``, ``-`` and ``~`` percent-encoded (``backbone/conv`` becomes
+``backbone%2Fconv``), so every layer gets its own directory on every system.
+``<i>`` is the probe image's index in the probe batch, from 0 (TensorBoard's
+"sample"). ``N`` and ``NNNN`` are the logged step: Keras' 0-based epoch index,
+the number on TensorBoard's step slider. Existing files are overwritten.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageDraw, ImageFont
+
+from tbviz import events, metadata
+
+CAPTION_HEIGHT = 16
+MIN_FRAME_WIDTH = 64
+LABEL_WIDTH = 64
+HEADER_HEIGHT = 16
+GAP = 4
+BACKGROUND = (255, 255, 255)
+INK = (0, 0, 0)
+DEFAULT_DURATION_MS = 500
+
+
+class ExportError(Exception):
+    """A problem with the caller's input: what was wrong, expected and received."""
+
+
+@dataclass
+class Run:
+    """One run directory of a log directory and the tbviz summaries read from it."""
+
+    name: str
+    path: str
+    result: events.ReadResult
+
+    @property
+    def layers(self) -> list[str]:
+        return layer_order(self.result)
+
+
+@dataclass
+class ExportSummary:
+    """What `export_run` wrote."""
+
+    run: str
+    out_dir: str
+    layers: list[str]
+    steps: list[int]
+    pngs: list[str] = field(default_factory=list)
+    gifs: list[str] = field(default_factory=list)
+    sheets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def run_directories(logdir: str) -> list[str]:
+    """Every directory under `logdir` (itself included) that holds event files, sorted."""
+    found = []
+    for directory, subdirs, _ in os.walk(logdir):
+        subdirs.sort()
+        if events.event_files(directory):
+            found.append(directory)
+    return found
+
+
+def run_name(logdir: str, run_dir: str) -> str:
+    """TensorBoard's name for a run: its path relative to `logdir`, "." for `logdir` itself."""
+    return os.path.relpath(run_dir, logdir).replace(os.sep, "/")
+
+
+def load_runs(
+    logdir: str,
+    run: str | None = None,
+    *,
+    on_run: Callable[[str], None] | None = None,
+) -> tuple[list[Run], list[str]]:
+    """Reads the runs of `logdir` that hold tbviz images.
+
+    Without `run`, the runs named ``activations`` (where `ActivationLogger`
+    writes) are read, or every run if there is none of those. Returns the runs
+    with images, in name order, and the problems met while reading (damaged
+    files: what was skipped).
+
+    Raises:
+        ExportError: `logdir` is not a directory, holds no tbviz images, or
+            has no run named `run`.
+    """
+    if not os.path.isdir(logdir):
+        what = "a file" if os.path.exists(logdir) else "no such directory"
+        raise ExportError(
+            f"LOGDIR must be a directory of TensorBoard logs; received {logdir!r} ({what})"
+        )
+    directories = run_directories(logdir)
+    names = {run_name(logdir, d): d for d in directories}
+    if run is not None:
+        wanted = run.strip("/") or "."
+        if wanted not in names:
+            runs_with_images = [r.name for r in _read(logdir, names, on_run)[0]]
+            raise ExportError(
+                f"no run {run!r} in {logdir!r}; runs with tbviz images: "
+                + (", ".join(runs_with_images) or "none")
+            )
+        candidates = {wanted: names[wanted]}
+    else:
+        candidates = {
+            n: d for n, d in names.items() if os.path.basename(d) == metadata.RUN_NAME
+        } or names
+    runs, problems = _read(logdir, candidates, on_run)
+    if not runs:
+        scanned = ", ".join(sorted(candidates)) if candidates else "none"
+        raise ExportError(
+            f"no tbviz images in {logdir!r}: expected event files with "
+            f"'{metadata.tag(metadata.IMAGE, '<layer>')}' image tags, as "
+            f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{metadata.RUN_NAME}; "
+            f"run directories read: {scanned}"
+            + (f" ({len(problems)} damaged: {problems[0]})" if problems else "")
+        )
+    return runs, problems
+
+
+def _read(
+    logdir: str, candidates: dict[str, str], on_run: Callable[[str], None] | None
+) -> tuple[list[Run], list[str]]:
+    runs, problems = [], []
+    for name in sorted(candidates):
+        result = events.read_run(candidates[name])
+        problems.extend(result.problems)
+        if result.images:
+            runs.append(Run(name, candidates[name], result))
+        if on_run is not None:
+            on_run(name)
+    return runs, problems
+
+
+def layer_order(result: events.ReadResult) -> list[str]:
+    """The layer paths with images, in model order.
+
+    The order is the writing order of the step that holds the most layers
+    (layers are written in model order each epoch); layers missing from it
+    follow in order of first appearance.
+    """
+    layers = []
+    for tag in result.images:
+        parsed = metadata.parse_tag(tag)
+        if parsed is not None and parsed[0] == metadata.IMAGE:
+            layers.append(parsed[1])
+    by_step: dict[int, list[tuple[float, str]]] = {}
+    for layer in layers:
+        for item in result.images[metadata.tag(metadata.IMAGE, layer)]:
+            by_step.setdefault(item.step, []).append((item.wall_time, layer))
+    if not by_step:
+        return layers
+    fullest = max(by_step.values(), key=len)
+    ordered = [layer for _, layer in sorted(fullest, key=lambda pair: pair[0])]
+    return ordered + [layer for layer in layers if layer not in ordered]
+
+
+def select_layers(run: Run, patterns: Sequence[str] | None) -> list[str]:
+    """The run's layers that match any of the glob `patterns` (all of them for None).
+
+    Raises:
+        ExportError: a pattern matches no layer; the message lists the layers.
+    """
+    layers = run.layers
+    if not patterns:
+        return layers
+    unmatched = [p for p in patterns if not any(_matches(layer, p) for layer in layers)]
+    if unmatched:
+        raise ExportError(
+            f"no layer matches --layer {unmatched[0]!r}; layers in run {run.name!r}: "
+            + ", ".join(layers)
+        )
+    return [layer for layer in layers if any(_matches(layer, p) for p in patterns)]
+
+
+def _matches(layer: str, pattern: str) -> bool:
+    return layer == pattern or fnmatch.fnmatchcase(layer, pattern)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def safe_name(layer_path: str) -> str:
+    """A file name for a layer path: unreserved characters kept, the rest percent-encoded."""
+    name = urllib.parse.quote(layer_path, safe="")
+    if name.startswith("."):  # ".", ".." and hidden names
+        name = "%2E" + name[1:]
+    return name
+
+
+def run_out_dir(out: str, run: Run, logdir: str) -> str:
+    """Where a run's files go: ``<out>/<run name>`` (the run directory's name for ".")."""
+    name = run.name
+    if name == ".":
+        name = os.path.basename(os.path.abspath(logdir)) or "run"
+    return os.path.join(out, *name.split("/"))
+
+
+def check_writable(out: str) -> None:
+    """Creates `out` if needed and checks that files can be written there.
+
+    Raises:
+        ExportError: naming `out` and the reason.
+    """
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".tbviz-write-test")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ExportError(
+            f"cannot write to --out {out!r}: {reason}; expected a writable directory "
+            "(it is created if missing)"
+        ) from None
+
+
+def work_units(run: Run, layers: Sequence[str]) -> int:
+    """How many progress steps `export_run` reports: one per layer and probe, one per sheet."""
+    counts = [_probe_count(run, layer) for layer in layers]
+    return sum(counts) + len(layers) + max(counts, default=0)
+
+
+def export_run(
+    run: Run,
+    out_dir: str,
+    layers: Sequence[str] | None = None,
+    *,
+    scale: int = 1,
+    duration_ms: int = DEFAULT_DURATION_MS,
+    progress: Callable[[int], object] | None = None,
+) -> ExportSummary:
+    """Writes one run's PNGs, GIFs and contact sheets under `out_dir` (see the module doc).
+
+    Args:
+        run: from `load_runs`.
+        out_dir: the run's own output directory, e.g. `run_out_dir(out, run, logdir)`.
+        layers: layer paths to export, in column order; None for all.
+        scale: enlarge pictures in GIFs and contact sheets this many times
+            (nearest neighbour). Defaults to `1`.
+        duration_ms: how long each GIF frame shows. Defaults to `500`.
+        progress: called with the number of finished work units (see `work_units`).
+
+    A picture that cannot be decoded is skipped with a warning in the summary.
+    """
+    if scale < 1:
+        raise ExportError(f"scale must be a positive integer; received {scale!r}")
+    if duration_ms < 1:
+        raise ExportError(f"duration must be a positive number of ms; received {duration_ms!r}")
+    layers = list(run.layers if layers is None else layers)
+    tick = progress or (lambda n: None)
+    all_steps = sorted({s.step for layer in layers for s in _series(run, layer)})
+    summary = ExportSummary(run.name, out_dir, layers, all_steps)
+    bad: set[tuple[str, int, int]] = set()
+
+    def picture(layer: str, item: events.ImageStep, probe: int) -> Image.Image | None:
+        key = (layer, item.step, probe)
+        if probe >= len(item.pngs) or key in bad:
+            return None
+        try:
+            with Image.open(io.BytesIO(item.pngs[probe])) as image:
+                return image.convert("RGB")
+        except Exception as error:  # noqa: BLE001 -- a damaged picture is skipped, not fatal
+            bad.add(key)
+            summary.warnings.append(
+                f"run {run.name!r}, layer {layer!r}, probe {probe}, epoch {item.step}: "
+                f"picture unreadable ({error}); skipped"
+            )
+            return None
+
+    for layer in layers:
+        layer_dir = os.path.join(out_dir, safe_name(layer))
+        series = _series(run, layer)
+        probes = _probe_count(run, layer)
+        columns: list[dict[int, Image.Image]] = []
+        for probe in range(probes):
+            probe_dir = os.path.join(layer_dir, f"probe{probe}")
+            os.makedirs(probe_dir, exist_ok=True)
+            frames: list[tuple[int, Image.Image]] = []
+            for item in series:
+                image = picture(layer, item, probe)
+                if image is None:
+                    continue
+                path = os.path.join(probe_dir, f"epoch{item.step:04d}.png")
+                with open(path, "wb") as file:
+                    file.write(item.pngs[probe])
+                summary.pngs.append(path)
+                frames.append((item.step, image))
+            if frames:
+                path = os.path.join(layer_dir, f"probe{probe}.gif")
+                write_gif(frames, path, scale=scale, duration_ms=duration_ms)
+                summary.gifs.append(path)
+            columns.append(dict(frames))
+            tick(1)
+        sheet = contact_sheet(
+            [f"probe {p}" for p in range(probes)],
+            [s.step for s in series],
+            lambda step, column, columns=columns: columns[column].get(step),
+            scale=scale,
+        )
+        path = os.path.join(layer_dir, "sheet.png")
+        os.makedirs(layer_dir, exist_ok=True)
+        sheet.save(path)
+        summary.sheets.append(path)
+        tick(1)
+
+    by_layer = {layer: {s.step: s for s in _series(run, layer)} for layer in layers}
+    for probe in range(max((_probe_count(run, layer) for layer in layers), default=0)):
+
+        def cell(step: int, column: int, probe: int = probe) -> Image.Image | None:
+            item = by_layer[layers[column]].get(step)
+            return None if item is None else picture(layers[column], item, probe)
+
+        sheet = contact_sheet(layers, all_steps, cell, scale=scale)
+        path = os.path.join(out_dir, f"sheet_probe{probe}.png")
+        os.makedirs(out_dir, exist_ok=True)
+        sheet.save(path)
+        summary.sheets.append(path)
+        tick(1)
+    return summary
+
+
+def _series(run: Run, layer: str) -> list[events.ImageStep]:
+    return run.result.images.get(metadata.tag(metadata.IMAGE, layer), [])
+
+
+def _probe_count(run: Run, layer: str) -> int:
+    return max((len(item.pngs) for item in _series(run, layer)), default=0)
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def _enlarge(image: Image.Image, scale: int) -> Image.Image:
+    if scale == 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    """`text`, or its end after an ellipsis, so that it fits in `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    for start in range(1, len(text)):
+        shortened = "\u2026" + text[start:]
+        if draw.textlength(shortened, font=font) <= width:
+            return shortened
+    return ""
+
+
+def epoch_frame(
+    image: Image.Image, step: int, size: tuple[int, int], scale: int = 1
+) -> Image.Image:
+    """One GIF frame: `image` (enlarged) centred at the top, "epoch `step`" in a strip below.
+
+    `size` is the picture area ``(width, height)``; the frame is
+    ``(max(width, MIN_FRAME_WIDTH), height + CAPTION_HEIGHT)``.
+    """
+    width, height = max(size[0], MIN_FRAME_WIDTH), size[1]
+    frame = Image.new("RGB", (width, height + CAPTION_HEIGHT), BACKGROUND)
+    picture = _enlarge(image, scale)
+    frame.paste(picture, ((width - picture.width) // 2, 0))
+    draw = ImageDraw.Draw(frame)
+    draw.text(
+        (width / 2, height + CAPTION_HEIGHT / 2),
+        f"epoch {step}",
+        fill=INK,
+        font=_font(),
+        anchor="mm",
+    )
+    return frame
+
+
+def write_gif(
+    frames: Sequence[tuple[int, Image.Image]],
+    path: str,
+    *,
+    scale: int = 1,
+    duration_ms: int = DEFAULT_DURATION_MS,
+) -> None:
+    """Writes ``(step, picture)`` pairs as a looping GIF, one captioned frame per pair."""
+    size = (
+        max(image.width for _, image in frames) * scale,
+        max(image.height for _, image in frames) * scale,
+    )
+    # Every caption differs, so Pillow never merges frames: one frame per epoch.
+    images = [epoch_frame(image, step, size, scale) for step, image in frames]
+    images[0].save(
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=duration_ms,
+        loop=0,
+    )
+
+
+def contact_sheet(
+    titles: Sequence[str],
+    steps: Iterable[int],
+    cell: Callable[[int, int], Image.Image | None],
+    *,
+    scale: int = 1,
+) -> Image.Image:
+    """A grid of pictures: rows = `steps`, columns = `titles`; ``cell(step, column)`` gives each.
+
+    Layout and size: see the module doc.
+    """
+    steps = list(steps)
+    pictures = {
+        (row, column): cell(step, column)
+        for row, step in enumerate(steps)
+        for column in range(len(titles))
+    }
+    pictures = {key: _enlarge(p, scale) for key, p in pictures.items() if p is not None}
+    widths = [
+        max((p.width for (_, c), p in pictures.items() if c == column), default=0)
+        for column in range(len(titles))
+    ]
+    heights = [
+        max((p.height for (r, _), p in pictures.items() if r == row), default=0)
+        for row in range(len(steps))
+    ]
+    sheet = Image.new(
+        "RGB",
+        (
+            LABEL_WIDTH + sum(widths) + GAP * (len(widths) + 1),
+            HEADER_HEIGHT + sum(heights) + GAP * (len(heights) + 1),
+        ),
+        BACKGROUND,
+    )
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    lefts = [LABEL_WIDTH + GAP + sum(widths[:c]) + GAP * c for c in range(len(widths))]
+    tops = [HEADER_HEIGHT + GAP + sum(heights[:r]) + GAP * r for r in range(len(heights))]
+    for column, title in enumerate(titles):
+        text = _fit_text(draw, title, widths[column], font)
+        draw.text((lefts[column] + widths[column] / 2, HEADER_HEIGHT / 2 + 1), text, fill=INK,
+                  font=font, anchor="mm")  # fmt: skip
+    for row, step in enumerate(steps):
+        draw.text((LABEL_WIDTH - GAP, tops[row] + heights[row] / 2), f"epoch {step}", fill=INK,
+                  font=font, anchor="rm")  # fmt: skip
+    for (row, column), picture in pictures.items():
+        sheet.paste(picture, (lefts[column], tops[row]))
+    return sheet
