@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz import metadata
 from tbviz.pictures import PictureOptions, render
@@ -206,18 +207,27 @@ class ActivationLogger(keras.callbacks.Callback):
 
     def _build(self) -> None:
         model = self.model
-        if isinstance(model, keras.Sequential) or _has_inputs(model):
-            inputs = model.inputs
-        else:
+        graph = _has_inputs(model)
+        if not graph and isinstance(model, keras.Sequential):
             raise ValueError(
-                f"Model '{model.name}' has no symbolic inputs (a subclassed model?); "
-                "ActivationLogger needs a Functional or Sequential model."
+                f"Sequential model '{model.name}' has no inputs yet; give it a `keras.Input` "
+                "or build it before training."
             )
-        probe = _match_probe(self.probe, inputs)
-        selected = layer_selection.select_layers(model, self.layers, max_layers=self.max_layers)
+        inputs = model.inputs if graph else None
+        structure = getattr(model, "input", None) if graph and not isinstance(model, keras.Sequential) else None
+        probe = _match_probe(self.probe, inputs, structure)
+        entries = layer_selection.walk(model)
+        capturing = layer_selection.needs_capture(entries)  # a subclassed model, or one inside
+        if capturing:
+            if isinstance(structure, dict):  # call the model with the structure it was built on
+                probe = keras.tree.pack_sequence_as(structure, keras.tree.flatten(probe))
+            entries = capture.capture_entries(model, probe, entries)
+        selected = layer_selection.select_layers(
+            model, self.layers, max_layers=self.max_layers, entries=entries
+        )
         usable = []
         for entry in selected:
-            reason = layer_selection.unusable_reason(entry.layer)
+            reason = layer_selection.unusable_reason(entry)
             if reason:
                 _warn(f"layer '{entry.path}' is skipped: {reason}.")
             else:
@@ -227,23 +237,47 @@ class ActivationLogger(keras.callbacks.Callback):
                 f"None of the selected layers of model '{model.name}' can be pictured "
                 f"(selected: {', '.join(e.path for e in selected) or 'none'})."
             )
-        activations = layer_selection.activation_model(model, usable)
         options = self.options
         channels_first = [e.channels_first for e in usable]
 
-        @tf.function(reduce_retracing=True)
-        def step(probe, fixed_ranges):
-            outputs = tf.nest.flatten(activations(probe, training=False))
+        @tf.function(reduce_retracing=True, autograph=False)
+        def pictures_of(outputs, fixed_ranges):
+            """The post-processing both ways of getting outputs share: pictures, range, statistics."""
             results = []
             for output, first, fixed in zip(outputs, channels_first, fixed_ranges):
                 pictures, lo, hi = render(output, options, channels_first=first, fixed_range=fixed)
                 results.append((pictures, tf.reduce_min(lo), tf.reduce_max(hi), layer_statistics(output)))
             return results
 
+        if capturing:
+            chosen = [e.layer for e in usable]
+
+            def step(probe, fixed_ranges):  # eager: layer calls are wrapped, run, restored
+                return pictures_of(capture.layer_outputs(model, chosen, probe), fixed_ranges)
+
+        else:
+            activations = layer_selection.activation_model(model, usable)
+
+            @tf.function(reduce_retracing=True, autograph=False)
+            def step(probe, fixed_ranges):
+                return pictures_of(tf.nest.flatten(activations(probe, training=False)), fixed_ranges)
+
         self._probe_tensors = probe
         self._step_fn = step
         self._selected = usable
-        self._descriptions = [_description(e, options) for e in usable]
+        if capturing:  # `_description` reads `layer.output`, which subclassed models lack
+            self._descriptions = [
+                _description(e, options) if not e.needs_capture else (
+                    f"Layer `{e.path}` ({type(e.layer).__name__}), output shape {e.shape}, "
+                    f"one picture per probe sample. normalize={options.normalize!r}, "
+                    f"clip_percentile={options.clip_percentile}, cmap={options.cmap!r}, "
+                    f"max_channels={options.max_channels}, max_size={options.max_size}. "
+                    "Magenta pixels are NaN/Inf."
+                )
+                for e in usable
+            ]
+        else:
+            self._descriptions = [_description(e, options) for e in usable]
         initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
         if len(self._fixed_ranges) != len(usable):
             self._fixed_ranges = [initial] * len(usable)
@@ -372,18 +406,34 @@ def _as_probe(probe: Any) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarra
     return arrays
 
 
-def _match_probe(probe: Any, inputs: list) -> Any:
-    """Checks the probe against the model's inputs; returns it as tensors of their dtypes."""
+def _match_probe(probe: Any, inputs: list | None, structure: Any = None) -> Any:
+    """Checks the probe against the model's inputs; returns it as tensors of their dtypes.
+
+    Args:
+        probe: what `_as_probe` made: an array, a list or a dict of arrays.
+        inputs: the model's symbolic inputs (``model.inputs``), or None for a
+            subclassed model: then the probe keeps its structure, as tensors.
+        structure: the model's input structure (``model.input``); when it is a
+            dict, a dict probe is keyed like it (else by the inputs' names).
+
+    Returns:
+        One tensor for a model with one input, else a list in the order of `inputs`.
+    """
+    if inputs is None:
+        return tf.nest.map_structure(tf.constant, probe)
     if isinstance(probe, dict):
-        by_name = {t.name: t for t in inputs}
-        names = [getattr(t, "name", None) for t in inputs]
+        if isinstance(structure, dict):
+            key_of = {id(tensor): key for key, tensor in structure.items()}
+            names = [key_of.get(id(t), getattr(t, "name", None)) for t in inputs]
+        else:
+            names = [getattr(t, "name", None) for t in inputs]
         missing = [n for n in names if n not in probe]
         if missing:
             raise ValueError(
                 f"`probe_images` is a dict; expected one array per model input {names}. "
                 f"Received keys: {sorted(probe)}"
             )
-        pairs = [(probe[n], by_name[n], f"[{n!r}]") for n in names]
+        pairs = [(probe[n], t, f"[{n!r}]") for n, t in zip(names, inputs)]
     else:
         arrays = probe if isinstance(probe, list) else [probe]
         if len(arrays) != len(inputs):
@@ -412,9 +462,7 @@ def _match_probe(probe: Any, inputs: list) -> Any:
                 f"'{getattr(spec, 'name', '')}' takes {dtype.name}."
             )
         tensors.append(tf.constant(array, dtype=dtype))
-    if isinstance(probe, dict):
-        return dict(zip([getattr(t, "name", None) for t in inputs], tensors))
-    return tensors if isinstance(probe, list) else tensors[0]
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _has_inputs(model: keras.Model) -> bool:

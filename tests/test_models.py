@@ -1,0 +1,859 @@
+"""Every kind of Keras model and every output rank, trained for 2 epochs and read back from the event files.
+
+Pictures are checked three ways: the exact tag set, steps, sample counts and
+sizes; the layout (which value lands in which pixel), by checking that with a
+grey colour map and per-map contrast the grey level of every cell of a map
+rises with the true activation there (computed independently with a Keras
+sub-model after training); and, where two runs must agree (channels first
+vs last, list vs dict probes, mixed precision vs float32), pixel by pixel.
+"""
+
+import os
+import re
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import pictures_at, read_activations
+from tbviz import ActivationLogger, capture, metadata
+from tbviz import layers as layer_selection
+from tbviz.pictures import PictureOptions, render
+
+EPOCHS = 2
+GRAY = {"cmap": "gray", "normalize": "map", "clip_percentile": 0.0}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def images(result, path):
+    return result.images[metadata.tag(metadata.IMAGE, path)]
+
+
+def image_tags(paths):
+    return {metadata.tag(metadata.IMAGE, p) for p in paths}
+
+
+def fit(model, x, y, *loggers, batch_size=8, epochs=EPOCHS):
+    """Trains `model` with the loggers; returns the tbviz warnings raised meanwhile."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(loggers))
+    return [str(w.message) for w in caught if "tbviz" in str(w.message)]
+
+
+def assert_logged(result, sizes, samples, steps=(0, 1)):
+    """Exactly these layers were logged, at these steps, with `samples` pictures of the given (width, height)."""
+    assert not result.problems
+    assert set(result.images) == image_tags(sizes)
+    for path, size in sizes.items():
+        logged = images(result, path)
+        assert [s.step for s in logged] == list(steps), path
+        assert all(len(s.pngs) == samples for s in logged), path
+        assert all((s.width, s.height) == size for s in logged), (
+            path,
+            [(s.width, s.height) for s in logged],
+        )
+
+
+def expected_size(shape, max_channels=64, max_size=256):
+    """(width, height) of the picture of an output of `shape` (no batch axis), as the logger draws it."""
+    pictures, _, _ = render(
+        np.zeros((1, *shape), np.float32),
+        PictureOptions(max_channels=max_channels, max_size=max_size),
+    )
+    return pictures.shape[2], pictures.shape[1]
+
+
+def assert_monotone(gray_cells, values, label=""):
+    """In one map drawn with per-map contrast and a grey map, a larger value is never darker."""
+    gray_cells = np.asarray(gray_cells, float).ravel()
+    values = np.asarray(values, float).ravel()
+    assert gray_cells.shape == values.shape, label
+    order = np.argsort(values, kind="stable")
+    assert np.all(np.diff(gray_cells[order]) >= 0), label
+    if values.max() > values.min():
+        assert gray_cells.max() > gray_cells.min(), label  # the map is not flat
+
+
+def output_of(model, path, probe):
+    """The layer's output on `probe`, computed with a plain Keras sub-model (no tbviz)."""
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.get_layer(path).output)(probe).numpy()
+
+
+def raises_before_training(model, x, y, logger, message):
+    """fit() fails with a ValueError matching `message` before the first batch ends."""
+    batches = []
+    counter = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batches.append(batch)
+    )
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=[logger, counter])
+    return len(batches)
+
+
+@pytest.fixture
+def images12():
+    """16 random 12x12 RGB images, 3-class labels, a probe of 2."""
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 12, 12, 3), dtype=np.float32)
+    return x, rng.integers(0, 3, 16), x[:2]
+
+
+@pytest.fixture
+def float32_policy():
+    """Restores the global dtype policy whatever the test sets."""
+    previous = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+# -- output ranks ------------------------------------------------------------------------
+
+
+def cnn(with_input=True, dropout=True):
+    """conv, BN, relu, pool, (dropout), conv2, pooling to a vector, dense, logits: a bit of everything."""
+    keras.utils.set_random_seed(0)
+    layers = [
+        keras.layers.Conv2D(8, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.Activation("relu", name="relu"),
+        keras.layers.MaxPooling2D(name="pool"),
+        *([keras.layers.Dropout(0.2, name="drop")] if dropout else []),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv2"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(12, activation="relu", name="dense"),
+        keras.layers.Dense(3, name="logits"),
+        keras.layers.Activation("softmax", dtype="float32", name="softmax"),
+    ]
+    model = keras.Sequential(
+        ([keras.Input((12, 12, 3))] if with_input else []) + layers, name="cnn"
+    )
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    return model
+
+
+CNN_SIZES = {"conv": (43, 21), "bn": (43, 21), "relu": (43, 21), "pool": (23, 11), "conv2": (7, 7)}
+
+
+@pytest.mark.parametrize("with_input", [True, False], ids=["with_input", "without_input"])
+def test_sequential_cnn_rank4_grids(tmp_path, images12, with_input):
+    """A Sequential CNN, with or without an Input: conv, BN, activation, pooling as channel grids, channels in row-major grid order."""
+    x, y, probe = images12
+    model = cnn(with_input)
+    logger = ActivationLogger(probe, log_dir=tmp_path, **GRAY)
+    assert fit(model, x, y, logger) == []
+    result = read_activations(tmp_path)
+    # Default: every conv/normalisation/activation/pooling layer; dropout, dense and pooling to vectors left out.
+    assert_logged(result, CNN_SIZES, samples=2)
+    values = output_of(model, "conv2", probe)  # (2, 3, 3, 4) -> 2x2 grid of 3x3 tiles
+    for n, picture in enumerate(pictures_at(result, "conv2", 1)):
+        for channel in range(4):
+            row, col = divmod(channel, 2)
+            cell = picture[row * 4 : row * 4 + 3, col * 4 : col * 4 + 3, 0]
+            assert_monotone(cell, values[n, :, :, channel], f"sample {n} channel {channel}")
+
+
+def test_rank2_dense_and_global_pooling_blocks(tmp_path, images12):
+    """Dense and global-pooling outputs are blocks of unit intensities, units in row-major order."""
+    x, y, probe = images12
+    model = cnn()
+    logger = ActivationLogger(probe, log_dir=tmp_path, layers=["gap", "dense"], **GRAY)
+    assert fit(model, x, y, logger) == []
+    result = read_activations(tmp_path)
+    assert_logged(
+        result, {"gap": (2, 2), "dense": (4, 3)}, samples=2
+    )  # 4 units: 2x2; 12 units: 3x4
+    for path, (rows, cols) in (("gap", (2, 2)), ("dense", (3, 4))):
+        values = output_of(model, path, probe)
+        for n, picture in enumerate(pictures_at(result, path, 1)):
+            assert_monotone(picture[:, :, 0], values[n].reshape(rows, cols), f"{path} sample {n}")
+
+
+def sequence_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((20, 3), name="series")
+    hidden = keras.layers.Conv1D(6, 3, activation="relu", name="conv1d")(inputs)
+    hidden = keras.layers.LSTM(5, return_sequences=True, name="lstm")(hidden)
+    hidden = keras.layers.GRU(4, return_sequences=True, name="gru")(hidden)
+    hidden, _, _ = keras.layers.LSTM(
+        3, return_sequences=True, return_state=True, name="lstm_state"
+    )(hidden)
+    hidden = keras.layers.GlobalAveragePooling1D(name="gap1d")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(hidden))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_rank3_sequence_layers_heat_strips(tmp_path):
+    """Conv1D, LSTM and GRU sequences are time x channel strips: channels down, time across."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 20, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    model = sequence_model()
+    logger = ActivationLogger(x[:3], log_dir=tmp_path, **GRAY)
+    assert (
+        fit(model, x, y, logger) == []
+    )  # lstm_state (three outputs) is left out of the default quietly
+    result = read_activations(tmp_path)
+    assert_logged(result, {"conv1d": (18, 6), "lstm": (18, 5), "gru": (18, 4)}, samples=3)
+    for path in ("conv1d", "lstm", "gru"):
+        values = output_of(model, path, x[:3])  # (3, 18, C)
+        for n, picture in enumerate(pictures_at(result, path, 1)):
+            assert_monotone(picture[:, :, 0], values[n].T, f"{path} sample {n}")
+
+
+def test_rank5_conv3d_depth_slices(tmp_path):
+    """Conv3D outputs are tiled one row per channel, one column per depth slice."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 4, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 8)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 8, 8, 1)),
+            keras.layers.Conv3D(3, 3, padding="same", activation="relu", name="conv3d"),
+            keras.layers.MaxPooling3D((1, 2, 2), name="pool3d"),
+            keras.layers.GlobalAveragePooling3D(name="gap3d"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = ActivationLogger(x[:2], log_dir=tmp_path, **GRAY)
+    assert fit(model, x, y, logger) == []
+    result = read_activations(tmp_path)
+    # 3 channels x 4 depth slices of 8x8 (4x4 after pooling), 1-pixel separators.
+    assert_logged(result, {"conv3d": (35, 26), "pool3d": (19, 14)}, samples=2)
+    values = output_of(model, "conv3d", x[:2])  # (2, 4, 8, 8, 3)
+    for n, picture in enumerate(pictures_at(result, "conv3d", 1)):
+        for channel in range(3):
+            for depth in range(4):
+                cell = picture[channel * 9 : channel * 9 + 8, depth * 9 : depth * 9 + 8, 0]
+                assert_monotone(cell, values[n, depth, :, :, channel], f"c{channel} d{depth}")
+
+
+class Positive(keras.layers.Layer):
+    """A boolean mask (Keras' Lambda would declare its output float32)."""
+
+    def call(self, x):
+        return keras.ops.greater(x, 0.0)
+
+
+def test_unpicturable_outputs_are_skipped_with_one_warning_each(tmp_path):
+    """Rank-1, several-output and boolean layers are skipped, each with one warning naming it and why."""
+    ops = keras.ops
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 3))
+    seq = keras.layers.Conv1D(4, 3, name="conv1d")(inputs)
+    total = keras.layers.Lambda(lambda t: ops.sum(t, axis=[1, 2]), name="total")(seq)
+    positive = Positive(name="positive")(seq)
+    masked = keras.layers.Lambda(
+        lambda ts: ts[0] * ops.cast(ts[1], "float32") + ops.reshape(ts[2], (-1, 1, 1)),
+        name="masked",
+    )([seq, positive, total])
+    states, _, _ = keras.layers.LSTM(
+        2, return_sequences=True, return_state=True, name="lstm_state"
+    )(masked)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(states)))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 10, 3), dtype=np.float32)
+    logger = ActivationLogger(
+        x[:2], log_dir=tmp_path, layers=["conv1d", "total", "positive", "lstm_state", "masked"]
+    )
+    caught = fit(model, x, np.zeros(8), logger)
+    expected = {
+        "total": r"layer 'total' is skipped: its output has rank 1 \(shape \(None,\)\)",
+        "positive": r"layer 'positive' is skipped: its output is not numeric \(dtype bool\)",
+        "lstm_state": r"layer 'lstm_state' is skipped: it has several outputs \(3\)",
+    }
+    assert len(caught) == len(expected), caught
+    for name, pattern in expected.items():
+        assert sum(bool(re.search(pattern, message)) for message in caught) == 1, (name, caught)
+    assert_logged(read_activations(tmp_path), {"conv1d": (8, 4), "masked": (8, 4)}, samples=2)
+
+
+@pytest.mark.parametrize("rank", [3, 4])
+def test_channels_first_is_read_from_the_layers(tmp_path, rank):
+    """A channels_first model (global setting left channels_last) gives the very pictures of its channels_last twin."""
+    rng = np.random.default_rng(0)
+    spatial = (12,) if rank == 3 else (12, 12)
+    x = rng.random((16, *spatial, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 16)
+    conv, pool = (
+        (keras.layers.Conv1D, keras.layers.MaxPooling1D)
+        if rank == 3
+        else (keras.layers.Conv2D, keras.layers.MaxPooling2D)
+    )
+    assert keras.config.image_data_format() == "channels_last"
+    results = {}
+    for fmt in ("channels_last", "channels_first"):
+        first = fmt == "channels_first"
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((3, *spatial) if first else (*spatial, 3)),
+                conv(6, 3, data_format=fmt, name="conv"),
+                keras.layers.BatchNormalization(axis=1 if first else -1, name="bn"),
+                keras.layers.ReLU(name="relu"),  # no data_format: inherited from bn
+                pool(data_format=fmt, name="pool"),
+                keras.layers.Flatten(
+                    data_format=fmt
+                ),  # the same Dense weights see the same features
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        )
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        data = np.moveaxis(x, -1, 1) if first else x
+        logger = ActivationLogger(data[:2], log_dir=tmp_path / fmt)
+        assert fit(model, data, y, logger) == []
+        assert [e.channels_first for e in logger._selected] == [first] * 4
+        results[fmt] = read_activations(tmp_path / fmt)
+    sizes = (
+        {"conv": (10, 6), "bn": (10, 6), "relu": (10, 6), "pool": (5, 6)}
+        if rank == 3
+        else {"conv": (32, 21), "bn": (32, 21), "relu": (32, 21), "pool": (17, 11)}
+    )
+    for fmt in results:
+        assert_logged(results[fmt], sizes, samples=2)
+    for path in sizes:
+        for step in (0, 1):
+            for last, first in zip(
+                pictures_at(results["channels_last"], path, step),
+                pictures_at(results["channels_first"], path, step),
+            ):
+                np.testing.assert_array_equal(first, last)
+
+
+# -- model kinds ------------------------------------------------------------------------------
+
+
+def residual_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    stem = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    branch = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="res_a")(stem)
+    branch = keras.layers.Conv2D(8, 3, padding="same", name="res_b")(branch)
+    merged = keras.layers.Add(name="add")([stem, branch])
+    out = keras.layers.ReLU(name="out_relu")(merged)
+    head = keras.layers.Dense(3, activation="softmax", name="head")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(out)
+    )
+    model = keras.Model(inputs, head, name="residual")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_functional_residual_block(tmp_path, images12):
+    """A Functional model with a branch and a merge: every layer on both paths is logged; a tight cap keeps the block outputs."""
+    x, y, probe = images12
+    model = residual_model()
+    logger = ActivationLogger(probe, log_dir=tmp_path / "all")
+    capped = ActivationLogger(probe, log_dir=tmp_path / "capped", max_layers=2)
+    assert fit(model, x, y, logger, capped) == []
+    grid = (51, 25)  # 8 channels of 12x12 in a 2x4 grid
+    assert_logged(
+        read_activations(tmp_path / "all"),
+        dict.fromkeys(["stem", "res_a", "res_b", "add", "out_relu"], grid),
+        samples=2,
+    )
+    # With room for 2: the block boundaries (stem, out_relu), not the ReLU inside the branch
+    # nor the add whose only consumer is out_relu.
+    assert_logged(
+        read_activations(tmp_path / "capped"), dict.fromkeys(["stem", "out_relu"], grid), samples=2
+    )
+
+
+MOBILENET = "mobilenetv2_1.00_96"
+MOBILENET_DEFAULT = [
+    "Conv1_relu", "block_1_expand_relu", "block_2_add", "block_4_add", "block_6_expand_relu",
+    "block_7_add", "block_9_add", "block_10_depthwise_relu", "block_12_add", "block_14_add",
+    "block_16_expand_relu", "out_relu",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_nested_transfer_learning_model(tmp_path):
+    """Sequential([Input, MobileNetV2, pooling, Dense]): the default reaches into the backbone; inner layers are tagged and selectable by path."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 96, 96, 3), dtype=np.float32), rng.integers(0, 3, 4)
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(96, 96, 3)
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((96, 96, 3)),
+            backbone,
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert backbone.name == MOBILENET
+    default = ActivationLogger(x[:2], log_dir=tmp_path / "default")
+    first, last = f"{MOBILENET}/block_1_expand_relu", f"{MOBILENET}/block_16_expand_relu"
+    chosen = ActivationLogger(
+        x[:2], log_dir=tmp_path / "chosen", layers=[first, last, "head"], **GRAY
+    )
+    assert fit(model, x, y, default, chosen, batch_size=4) == []
+
+    shapes = {layer.name: tuple(layer.output.shape)[1:] for layer in backbone.layers}
+    paths = [f"{MOBILENET}/{name}" for name in MOBILENET_DEFAULT]
+    assert_logged(
+        read_activations(tmp_path / "default"),
+        {p: expected_size(shapes[p.split("/")[1]]) for p in paths},
+        samples=2,
+    )
+    result = read_activations(tmp_path / "chosen")
+    assert_logged(
+        result,
+        {
+            first: expected_size(shapes["block_1_expand_relu"]),
+            last: (31, 31),  # 64 of 960 channels of 3x3 in an 8x8 grid
+            "head": (3, 1),
+        },
+        samples=2,
+    )
+    # An inner layer's pictures show that layer's output in the trained model.
+    values = keras.Model(backbone.inputs[0], backbone.get_layer("block_16_expand_relu").output)(
+        x[:2]
+    ).numpy()
+    for n, picture in enumerate(pictures_at(result, last, 1)):
+        for channel in range(8):  # the first row of tiles
+            cell = picture[:3, channel * 4 : channel * 4 + 3, 0]
+            assert_monotone(cell, values[n, :, :, channel], f"sample {n} channel {channel}")
+    # All selected inner layers share one sub-model of the backbone: it runs once per step.
+    selected = layer_selection.select_layers(model, None)
+    activations = layer_selection.activation_model(model, selected)
+    assert sum(isinstance(layer, keras.Model) for layer in activations.layers) == 1
+
+
+class ResidualBlock(keras.layers.Layer):
+    """A user-defined layer that holds layers."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_a = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", name="conv_a"
+        )
+        self.conv_b = keras.layers.Conv2D(filters, 3, padding="same", name="conv_b")
+        self.add = keras.layers.Add(name="add")
+
+    def call(self, x):
+        return self.add([x, self.conv_b(self.conv_a(x))])
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__(name="net")
+        self.stem = keras.layers.Conv2D(4, 3, activation="relu", name="stem")
+        self.block = ResidualBlock(4, name="block")
+        self.tail = keras.Sequential(
+            [keras.layers.Conv2D(4, 3, name="inner_conv"), keras.layers.ReLU(name="inner_relu")],
+            name="tail",
+        )
+        self.pool = keras.layers.GlobalAveragePooling2D(name="gap")
+        self.unused = keras.layers.Dense(5, name="unused")  # tracked, never called
+        self.head = keras.layers.Dense(3, activation="softmax", name="head")
+
+    def call(self, x, training=False):
+        return self.head(self.pool(self.tail(self.block(self.stem(x)))))
+
+
+def test_subclassed_model_layers_are_captured(tmp_path, images12):
+    """A subclassed model: layers reached through call() are logged by path, match their real outputs, and calls are restored."""
+    x, y, probe = images12
+    keras.utils.set_random_seed(0)
+    model = SubclassedNet()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    default = ActivationLogger(probe, log_dir=tmp_path / "default", **GRAY)
+    chosen = ActivationLogger(
+        probe, log_dir=tmp_path / "chosen", layers=["stem", "gap", "head"], **GRAY
+    )
+    assert fit(model, x, y, default, chosen) == []
+
+    # Default: rank-3..5 layers in call order; `block` itself returns block/add's tensor: drawn once.
+    assert_logged(
+        read_activations(tmp_path / "default"),
+        {
+            "stem": (21, 21),  # 4 channels of 10x10 in a 2x2 grid
+            "block/conv_a": (21, 21),
+            "block/conv_b": (21, 21),
+            "block/add": (21, 21),
+            "tail/inner_conv": (17, 17),
+            "tail/inner_relu": (17, 17),
+        },
+        samples=2,
+    )
+    result = read_activations(tmp_path / "chosen")
+    assert_logged(result, {"stem": (21, 21), "gap": (2, 2), "head": (3, 1)}, samples=2)
+    # The pictures are those of the layers' real outputs in the trained model.
+    stem = model.stem(probe)
+    expected = {
+        "stem": stem,
+        "gap": model.pool(model.tail(model.block(stem))),
+        "head": model(probe),
+    }
+    for path, output in expected.items():
+        indices, _, _ = render(output, chosen.options)
+        for picture, want in zip(
+            pictures_at(result, path, 1), chosen.options.palette[indices.numpy()]
+        ):
+            np.testing.assert_array_equal(picture, want, err_msg=path)
+    # Every wrapped `call` was restored.
+    assert all(
+        "call" not in vars(layer) for layer in layer_selection.sublayers(model, recursive=True)
+    )
+
+
+class SubclassedBlock(keras.Model):
+    """A subclassed model used as a layer of a Functional one."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")
+        self.conv_b = keras.layers.Conv2D(4, 3, padding="same", name="conv_b")
+
+    def call(self, x):
+        return x + self.conv_b(self.conv_a(x))
+
+
+def test_subclassed_model_nested_in_a_functional_one(tmp_path, images12):
+    """A subclassed model inside a Functional model: its inner layers are captured and tagged by path."""
+    x, y, probe = images12
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    stem = keras.layers.Conv2D(4, 3, activation="relu", name="stem")(inputs)
+    block = SubclassedBlock(name="block")(stem)
+    outputs = keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(block)
+    )
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = ActivationLogger(probe, log_dir=tmp_path)
+    assert fit(model, x, y, logger) == []
+    # The nested model's own output is its inner layers' business: drawn through them.
+    assert_logged(
+        read_activations(tmp_path),
+        dict.fromkeys(["stem", "block/conv_a", "block/conv_b"], (21, 21)),
+        samples=2,
+    )
+
+
+@pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer 'net'")
+def test_capture_restores_calls_when_the_model_fails(images12):
+    """If the model raises during capture, every layer's own call is back afterwards."""
+    _, _, probe = images12
+    model = SubclassedNet()
+    model(probe)
+    layers = layer_selection.sublayers(model, recursive=True)
+    with pytest.raises(Exception):
+        capture.run(
+            model, layers, np.zeros((2, 3, 3, 7), np.float32)
+        )  # too small for the convolutions
+    assert all("call" not in vars(layer) for layer in layers)
+    recorded = capture.run(model, layers, probe)
+    assert id(model.unused) not in recorded.outputs and id(model.stem) in recorded.outputs
+
+
+def two_input_model(dict_inputs):
+    keras.utils.set_random_seed(0)
+    image = keras.Input((12, 12, 3), name="image")
+    meta = keras.Input((5,), name="meta")
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(image)
+    dense = keras.layers.Dense(6, activation="relu", name="meta_dense")(meta)
+    merged = keras.layers.Concatenate(name="merge")(
+        [keras.layers.GlobalAveragePooling2D(name="gap")(conv), dense]
+    )
+    out = keras.layers.Dense(3, activation="softmax", name="head")(merged)
+    model = keras.Model({"image": image, "meta": meta} if dict_inputs else [image, meta], out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("kind", ["list", "dict_by_input_name", "dict_model", "dataset"])
+def test_multi_input_probes(tmp_path, images12, kind):
+    """A two-input model (list or dict inputs) takes a list, a dict or a tf.data.Dataset of probes."""
+    x, y, _ = images12
+    meta = np.random.default_rng(1).random((16, 5), dtype=np.float32)
+    dict_inputs = kind in ("dict_model", "dataset")
+    model = two_input_model(dict_inputs)
+    data = {"image": x, "meta": meta} if dict_inputs else [x, meta]
+    probe = {
+        "list": [x[:2], meta[:2]],
+        "dict_by_input_name": {"image": x[:2], "meta": meta[:2]},
+        "dict_model": {"meta": meta[:2], "image": x[:2]},
+        "dataset": tf.data.Dataset.from_tensor_slices(({"image": x, "meta": meta}, y)).batch(2),
+    }[kind]
+    logger = ActivationLogger(
+        probe, log_dir=tmp_path / kind, layers=["conv", "meta_dense", "merge"], **GRAY
+    )
+    assert fit(model, data, y, logger) == []
+    result = read_activations(tmp_path / kind)
+    assert_logged(result, {"conv": (21, 21), "meta_dense": (3, 2), "merge": (5, 2)}, samples=2)
+    # The second input reaches its own branch: meta_dense shows the dense output of meta[:2].
+    values = keras.Model(model.inputs, model.get_layer("meta_dense").output)(
+        [x[:2], meta[:2]]
+    ).numpy()
+    for n, picture in enumerate(pictures_at(result, "meta_dense", 1)):
+        assert_monotone(picture[:, :, 0], values[n].reshape(2, 3), f"sample {n}")
+
+
+def test_dataset_probe_is_one_batch_taken_once(tmp_path, images12):
+    """A tf.data.Dataset probe is read once, when the logger is made: every epoch pictures that same first batch."""
+    x, y, _ = images12
+    passes = []
+
+    def batches():
+        passes.append(len(passes))
+        start = 2 * len(passes)  # each pass over the dataset would give other samples
+        for i in range(start, 16, 2):
+            yield x[i : i + 2], y[i : i + 2]
+
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, 12, 12, 3), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        ),
+    )
+    from_dataset = ActivationLogger(dataset, log_dir=tmp_path / "dataset", layers=["conv", "pool"])
+    from_arrays = ActivationLogger(x[2:4], log_dir=tmp_path / "arrays", layers=["conv", "pool"])
+    assert passes == [0]
+    assert fit(cnn(), x, y, from_dataset, from_arrays) == []
+    assert passes == [0]
+    ours, theirs = read_activations(tmp_path / "dataset"), read_activations(tmp_path / "arrays")
+    assert_logged(ours, {"conv": CNN_SIZES["conv"], "pool": CNN_SIZES["pool"]}, samples=2)
+    for path in ("conv", "pool"):
+        for step in (0, 1):
+            for a, b in zip(pictures_at(ours, path, step), pictures_at(theirs, path, step)):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_multi_input_probes_agree(tmp_path, images12):
+    """The same two-input model and probe give identical pictures whichever way the probe is given."""
+    x, y, _ = images12
+    meta = np.random.default_rng(1).random((16, 5), dtype=np.float32)
+    runs = {}
+    for kind, dict_inputs, probe in (
+        ("list", False, [x[:2], meta[:2]]),
+        ("dict", True, {"image": x[:2], "meta": meta[:2]}),
+    ):
+        model = two_input_model(dict_inputs)
+        data = {"image": x, "meta": meta} if dict_inputs else [x, meta]
+        fit(
+            model,
+            data,
+            y,
+            ActivationLogger(probe, log_dir=tmp_path / kind, layers=["conv", "meta_dense"]),
+        )
+        runs[kind] = read_activations(tmp_path / kind)
+    for path in ("conv", "meta_dense"):
+        for a, b in zip(pictures_at(runs["list"], path, 1), pictures_at(runs["dict"], path, 1)):
+            np.testing.assert_array_equal(a, b)
+
+
+APPLICATIONS = {
+    "ResNet50": (
+        keras.applications.ResNet50,
+        32,
+        [
+            "conv1_relu", "conv2_block1_out", "conv2_block2_out", "conv3_block1_out",
+            "conv3_block2_out", "conv3_block4_out", "conv4_block1_out", "conv4_block3_out",
+            "conv4_block4_out", "conv4_block6_out", "conv5_block1_out", "conv5_block3_out",
+        ],
+    ),
+    "MobileNetV2": (keras.applications.MobileNetV2, 96, MOBILENET_DEFAULT),
+    "EfficientNetB0": (
+        keras.applications.EfficientNetB0,
+        32,
+        [
+            "stem_activation", "block2a_expand_activation", "block2b_add", "block3a_activation",
+            "block4a_expand_activation", "block4b_add", "block5a_activation", "block5c_add",
+            "block6a_activation", "block6c_add", "block7a_expand_activation", "top_activation",
+        ],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_keras_applications_default_selection(tmp_path, name):
+    """ResNet50, MobileNetV2 and EfficientNetB0 (weights=None): the default is 12 block outputs spread over the depth, 12 cards per probe."""
+    constructor, size, expected = APPLICATIONS[name]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, size, size, 3), dtype=np.float32) * 255, rng.integers(0, 3, 4)
+    keras.utils.set_random_seed(0)
+    model = constructor(weights=None, input_shape=(size, size, 3), classes=3)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    logger = ActivationLogger(x[:2], log_dir=tmp_path)
+    assert fit(model, x, y, logger, batch_size=4) == []
+    shapes = {layer.name: tuple(layer.output.shape)[1:] for layer in model.layers}
+    result = read_activations(tmp_path)
+    assert_logged(result, {path: expected_size(shapes[path]) for path in expected}, samples=2)
+    assert (
+        sum(len(images(result, p)[-1].pngs) for p in expected) == 24
+    )  # cards per step: 12 layers x 2 probes
+
+
+# -- precision and dtypes ---------------------------------------------------------------------
+
+
+def _pictures_by_step(result, paths):
+    return {
+        step: np.concatenate([np.stack(pictures_at(result, p, step)).ravel() for p in paths])
+        for step in (0, 1)
+    }
+
+
+# How far a mixed-precision run's pictures may be from float32's. Both start from the same
+# weights (variables stay float32; no dropout, whose masks are drawn in the compute dtype) and
+# train on the same batches; activations are rounded to the compute dtype: float16 keeps 11
+# significant bits (relative 5e-4), bfloat16 8 (relative 4e-3), compounded over a few layers
+# and 4 training steps. On the 254-level colour scale a relative error e of a map's range
+# moves a pixel by about 254 * e levels: a fraction of a level on average for float16, about
+# one for bfloat16, more only for the few values next to where a ReLU or a max-pooling
+# switches. Measured (both steps): mean 0.03 / 0.22 levels per channel value, at most 3 / 13
+# levels, none / 0.1% more than 4 levels off. The limits leave 4-8x margin.
+PRECISION_TOLERANCE = {"mixed_float16": (0.25, 0.005), "mixed_bfloat16": (1.0, 0.01)}
+PRECISION_LAYERS = ["conv", "bn", "relu", "pool", "conv2", "gap", "dense", "logits"]
+
+
+@pytest.fixture(scope="module")
+def float32_pictures(tmp_path_factory):
+    """The float32 run the mixed-precision runs are compared with."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 12, 12, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    log_dir = tmp_path_factory.mktemp("float32")
+    fit(cnn(dropout=False), x, y, ActivationLogger(x[:3], log_dir=log_dir, layers=PRECISION_LAYERS))
+    return x, y, _pictures_by_step(read_activations(log_dir), PRECISION_LAYERS)
+
+
+@pytest.mark.parametrize("policy", list(PRECISION_TOLERANCE))
+def test_mixed_precision_pictures_match_float32(tmp_path, float32_pictures, float32_policy, policy):
+    """Under mixed_float16 / mixed_bfloat16 the pictures equal float32's within rounding."""
+    x, y, reference = float32_pictures
+    keras.mixed_precision.set_global_policy(policy)
+    model = cnn(dropout=False)  # dropout draws its masks in the compute dtype: other masks
+    assert model.get_layer("conv").compute_dtype == policy.removeprefix("mixed_")
+    logger = ActivationLogger(x[:3], log_dir=tmp_path, layers=PRECISION_LAYERS)
+    assert fit(model, x, y, logger) == []
+    keras.mixed_precision.set_global_policy("float32")
+    result = read_activations(tmp_path)
+    assert_logged(
+        result, {**CNN_SIZES, "gap": (2, 2), "dense": (4, 3), "logits": (3, 1)}, samples=3
+    )
+    mean_limit, far_limit = PRECISION_TOLERANCE[policy]
+    for step, pixels in _pictures_by_step(result, PRECISION_LAYERS).items():
+        difference = np.abs(pixels.astype(int) - reference[step].astype(int))
+        assert difference.mean() <= mean_limit, (step, difference.mean())
+        assert (difference > 4).mean() <= far_limit, (step, (difference > 4).mean())
+
+
+def uint8_model(input_dtype):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3), dtype=input_dtype),
+            keras.layers.Rescaling(1 / 255, name="scale"),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_uint8_probe_images(tmp_path, images12):
+    """uint8 probes (0-255) are taken as they are by a uint8 model, and cast (not rescaled) for a float one."""
+    x, y, _ = images12
+    pixels = np.round(x * 255).astype(np.uint8)
+    runs = {}
+    for input_dtype in ("uint8", "float32"):
+        model = uint8_model(input_dtype)
+        data = pixels if input_dtype == "uint8" else pixels.astype(np.float32)
+        logger = ActivationLogger(
+            pixels[:2], log_dir=tmp_path / input_dtype, layers=["scale", "conv"]
+        )
+        assert fit(model, data, y, logger) == []
+        runs[input_dtype] = read_activations(tmp_path / input_dtype)
+        assert_logged(runs[input_dtype], {"scale": (38, 12), "conv": (21, 21)}, samples=2)
+    for path in ("scale", "conv"):
+        for step in (0, 1):
+            for a, b in zip(
+                pictures_at(runs["uint8"], path, step), pictures_at(runs["float32"], path, step)
+            ):
+                np.testing.assert_array_equal(a, b)
+
+
+# -- unreachable layers ----------------------------------------------------------------------
+
+
+def test_layer_of_another_model_is_refused_at_train_begin(tmp_path, images12):
+    """A layer object from a different model: ValueError at train begin naming it and why."""
+    x, y, probe = images12
+    stranger = cnn().get_layer("conv2")
+    model = residual_model()
+    logger = ActivationLogger(probe, log_dir=tmp_path, layers=["stem", stranger])
+    message = r"layer object 'conv2' \(Conv2D\) cannot be reached from the inputs of model 'residual': it is not a layer of that model"
+    assert raises_before_training(model, x, y, logger, message) == 0
+
+
+@pytest.mark.parametrize("by", ["name", "object"])
+def test_disconnected_branch_is_refused_at_train_begin(tmp_path, images12, by):
+    """A layer called on the model's tensors whose output leads nowhere: ValueError at train begin naming it and why."""
+    x, y, probe = images12
+    inputs = keras.Input((12, 12, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    side = keras.layers.Conv2D(2, 1, name="side")
+    side(conv)  # a branch that does not lead to the outputs
+    model = keras.Model(
+        inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(conv)), name="m"
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = ActivationLogger(probe, log_dir=tmp_path, layers=["side" if by == "name" else side])
+    message = (
+        r"layer 'side' \(Conv2D\) cannot be reached from the inputs of model 'm': it is called on the "
+        r"output of 'conv', but its output does not lead to the model's outputs \(a disconnected branch\)"
+    )
+    assert raises_before_training(model, x, y, logger, message) == 0
+
+
+def test_layer_inside_a_nested_model_called_twice_is_refused(tmp_path, images12):
+    """Inside a nested model called twice (a siamese encoder) there is no single output: ValueError at train begin saying so."""
+    x, y, probe = images12
+    encoder = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(4, 3, name="enc_conv"),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
+        name="encoder",
+    )
+    left, right = keras.Input((12, 12, 3)), keras.Input((12, 12, 3))
+    merged = keras.layers.Concatenate()([encoder(left), encoder(right)])
+    model = keras.Model(
+        [left, right], keras.layers.Dense(3, activation="softmax")(merged), name="siamese"
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = ActivationLogger([probe, probe], log_dir=tmp_path, layers=["encoder/enc_conv"])
+    message = (
+        r"layer 'encoder/enc_conv' \(Conv2D\) cannot be reached from the inputs of model 'siamese': "
+        r"nested model 'encoder' is called 2 times in 'siamese'.*select 'encoder' itself"
+    )
+    assert raises_before_training(model, [x, x], y, logger, message) == 0
+
+
+@pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer 'net'")
+def test_subclassed_layer_never_called_is_refused(tmp_path, images12):
+    """A layer a subclassed model tracks but never calls: ValueError naming it, after the first batch builds the model."""
+    x, y, probe = images12
+    model = SubclassedNet()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = ActivationLogger(probe, log_dir=tmp_path, layers=["stem", "unused"])
+    message = r"layer 'unused' \(Dense\) cannot be reached from the inputs of model 'net': model 'net' tracks it but its `call` never ran"
+    assert raises_before_training(model, x, y, logger, message) == 0
