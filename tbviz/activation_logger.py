@@ -32,16 +32,25 @@ class ActivationLogger(keras.callbacks.Callback):
     activation model (built once, run in inference mode inside a
     ``tf.function``); each selected layer's output becomes one picture per
     probe sample (its channels normalised, colour-mapped and tiled in a
-    near-square grid) written with ``tf.summary.image`` to the run
-    ``<log_dir>/activations`` under the tag ``feature_maps/<layer path>``,
-    at step = Keras' epoch index, beside mean, standard deviation, zero
-    fraction and a histogram of the layer's activations. See
-    `tbviz.metadata` for the tag scheme.
+    near-square grid; see `tbviz.pictures` for every output rank) written in
+    ``tf.summary.image``'s format to the run ``<log_dir>/activations`` under
+    the tag ``feature_maps/<layer path>``, at step = Keras' epoch index, beside
+    mean, standard deviation, zero fraction and a histogram of the layer's
+    activations. See `tbviz.metadata` for the tag scheme. PNG encoding and
+    writing run on a background thread; each epoch is flushed to disk, and
+    everything is on disk when ``fit()`` returns.
+
+    Functional and Sequential models, nested models (transfer learning: inner
+    layers by path) and subclassed models (their layers are captured by
+    running the model eagerly with the layers' calls wrapped; paths are the
+    tracked attribute names) all work. Under a multi-worker
+    ``tf.distribute`` strategy only the chief writes; the other workers do no
+    logging work.
 
     Logging never stops training: a failure while picturing or writing is
     reported as a warning and the next epoch tries again. Mistakes in the
-    arguments are reported before training starts (or, for a Sequential model
-    without an ``Input``, after its first batch, when its input shape exists).
+    arguments are reported before training starts (or, for a model whose
+    inputs only exist once it has run, after its first batch).
 
     Args:
         probe_images: the fixed probe batch: an array ``(N, ...)`` matching the
@@ -50,13 +59,14 @@ class ActivationLogger(keras.callbacks.Callback):
             (``(x, y)`` elements give ``x``).
         log_dir: the directory given to Keras' ``TensorBoard`` callback, if any;
             tbviz writes to its ``activations`` subdirectory. Defaults to `"logs"`.
-        layers: which layers to log: None for the default (every layer with a
-            spatial or sequence output except input, dropout, padding,
-            cropping and reshape layers; past `max_layers`, activation-like
-            layers spread over the depth); or a layer name, a path into a
-            nested model (``"backbone/block_1_relu"``), a glob pattern
-            (``"conv*"``), a compiled regular expression, a layer class, or a
-            list of these. Defaults to `None`.
+        layers: which layers to log: None for the default (layers with a
+            spatial or sequence output, reaching into nested models, except
+            input, dropout, padding, cropping and reshape layers; past
+            `max_layers`, block outputs spread evenly over the depth; a model
+            with no such layer gets its Dense layers); or a layer name, a path
+            into a nested model (``"backbone/block_1_relu"``), a glob pattern
+            (``"conv*"``), a compiled regular expression, a layer class, a
+            layer object, or a list of these. Defaults to `None`.
         freq: log every `freq` epochs (epochs 0, freq, 2 * freq, ...).
             Defaults to `1`.
         normalize: ``"map"``: one contrast per feature map, to see the
@@ -265,19 +275,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._probe_tensors = probe
         self._step_fn = step
         self._selected = usable
-        if capturing:  # `_description` reads `layer.output`, which subclassed models lack
-            self._descriptions = [
-                _description(e, options) if not e.needs_capture else (
-                    f"Layer `{e.path}` ({type(e.layer).__name__}), output shape {e.shape}, "
-                    f"one picture per probe sample. normalize={options.normalize!r}, "
-                    f"clip_percentile={options.clip_percentile}, cmap={options.cmap!r}, "
-                    f"max_channels={options.max_channels}, max_size={options.max_size}. "
-                    "Magenta pixels are NaN/Inf."
-                )
-                for e in usable
-            ]
-        else:
-            self._descriptions = [_description(e, options) for e in usable]
+        self._descriptions = [_description(e, options) for e in usable]
         initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
         if len(self._fixed_ranges) != len(usable):
             self._fixed_ranges = [initial] * len(usable)
@@ -309,6 +307,7 @@ class ActivationLogger(keras.callbacks.Callback):
                     path,
                     epoch,
                     pictures,
+                    self.options.palette,
                     description=description,
                     statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
                     histogram=stats["histogram"] if self.histograms else None,
@@ -332,7 +331,7 @@ def _warn(message: str) -> None:
 
 
 def _description(entry: layer_selection.SelectedLayer, options: PictureOptions) -> str:
-    shape = tuple(entry.layer.output.shape)[1:]
+    shape = entry.shape
     return (
         f"Layer `{entry.path}` ({type(entry.layer).__name__}), output shape {shape}, "
         f"one picture per probe sample. normalize={options.normalize!r}, "
@@ -352,15 +351,20 @@ def _checked_log_dir(log_dir: Any) -> str:
     if not path:
         raise ValueError("`log_dir` must be a non-empty path. Received: log_dir=''")
     if "://" not in path:  # leave remote file systems (gs://, s3://) to TensorFlow
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as error:
+        # Check without creating anything: the writer makes the directories when it first writes.
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
             raise ValueError(
-                f"`log_dir` cannot be used as a directory: {error.strerror}. "
+                f"`log_dir` cannot be created: {existing!r} is a file, not a directory. "
                 f"Received: log_dir={path!r}"
-            ) from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"`log_dir` is not writable. Received: log_dir={path!r}")
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"`log_dir` is not writable: no write permission on {existing!r}. "
+                f"Received: log_dir={path!r}"
+            )
     return path
 
 

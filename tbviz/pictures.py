@@ -11,7 +11,9 @@ its input. The pipeline, in `render`:
      per channel, the first `max_channels` channels, in a near-square grid;
    - ``(N, D, H, W, C)`` (or channels first): one row per channel, one column
      per depth slice;
-   - ``(N, T, C)``: one time x channel heat strip (channels down, time across);
+   - ``(N, T, C)``: one time x channel heat strip (channels down, time across;
+     each axis shrinks to ``max_size`` on its own, so long sequences keep
+     their channels);
    - ``(N, units)``: one block of unit intensities, as square as the unit
      count allows (500 units -> 20 x 25).
    On the way, maps shrink (`downsample`: area averaging, aspect kept) so
@@ -138,7 +140,10 @@ def to_maps(
         return tf.transpose(block, [0, 3, 1, 2]), (1, 1)
     if rank == 3:  # (N, T, C): one heat strip, channels down, time across
         strip = x[..., tf.newaxis] if channels_first else tf.transpose(x, [0, 2, 1])[..., tf.newaxis]
-        return tf.transpose(shrink(strip, (1, 1)), [0, 3, 1, 2]), (1, 1)
+        # Each axis shrinks on its own: a long sequence must not squeeze its channels away.
+        limit = max_size or max(strip.shape[1:3])
+        size = (min(strip.shape[1], limit), min(strip.shape[2], limit))
+        return tf.transpose(downsample(strip, size), [0, 3, 1, 2]), (1, 1)
     if rank == 4:  # one map per channel
         x = x[:, :max_channels] if channels_first else x[..., :max_channels]
         channels = x.shape[1] if channels_first else x.shape[3]

@@ -366,11 +366,14 @@ def test_bad_probe_is_refused_at_construction(tmp_path, probe, message):
 
 
 def test_unusable_log_dir(tmp_path, data):
-    """A log_dir that is a file is refused when the logger is made, naming it."""
+    """A log_dir at or under a file is refused when the logger is made; nothing is created."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(ValueError, match=r"log_dir.*Received: log_dir='.*file'"):
-        ActivationLogger(data[2], log_dir=blocker)
+    for log_dir in (blocker, blocker / "logs"):
+        with pytest.raises(ValueError, match=r"log_dir.*is a file.*Received: log_dir='.*file"):
+            ActivationLogger(data[2], log_dir=log_dir)
+    ActivationLogger(data[2], log_dir=tmp_path / "not" / "yet")
+    assert not (tmp_path / "not").exists()  # created by the writer, when it first writes
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,9 @@ def test_to_maps_shrinks_volumes_and_sequences():
     assert grid == (3, 2) and maps.shape == (1, 6, 5, 5)  # 3 rows of 5 + 2 separators = 17
     np.testing.assert_allclose(maps[0, 1], pictures.downsample(vol[:, 1, :, :, :1], (5, 5))[0, :, :, 0])
     strip, _ = pictures.to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
-    assert strip.shape == (1, 1, 3, 50)
+    assert strip.shape == (1, 1, 6, 50)  # time shrinks; the 6 channels keep their rows
+    long, _ = pictures.to_maps(np.ones((1, 2000, 300), np.float32), max_size=256)
+    assert long.shape == (1, 1, 256, 256)
 
 
 def test_value_range_per_map_and_per_layer():
