@@ -16,7 +16,7 @@ from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz import metadata
 from tbviz.pictures import PictureOptions, render
-from tbviz.stats import layer_statistics
+from tbviz.stats import count_nonfinite, layer_statistics
 from tbviz.summary import LayerSummaryWriter
 
 _DIVERGING = {
@@ -249,6 +249,7 @@ class ActivationLogger(keras.callbacks.Callback):
             )
         options = self.options
         channels_first = [e.channels_first for e in usable]
+        wants_stats = self.stats or self.histograms
 
         @tf.function(reduce_retracing=True, autograph=False)
         def pictures_of(outputs, fixed_ranges):
@@ -256,7 +257,9 @@ class ActivationLogger(keras.callbacks.Callback):
             results = []
             for output, first, fixed in zip(outputs, channels_first, fixed_ranges):
                 pictures, lo, hi = render(output, options, channels_first=first, fixed_range=fixed)
-                results.append((pictures, tf.reduce_min(lo), tf.reduce_max(hi), layer_statistics(output)))
+                # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
+                stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
+                results.append((pictures, tf.reduce_min(lo), tf.reduce_max(hi), stats))
             return results
 
         if capturing:

@@ -96,3 +96,10 @@ def layer_statistics(x: tf.Tensor, *, bins: int = HISTOGRAM_BINS) -> dict[str, t
         "nonfinite": total - count,
         "histogram": histogram,
     }
+
+
+def count_nonfinite(x: tf.Tensor) -> tf.Tensor:
+    """The number of NaN/Inf values in `x`, as float32 (cheap: one pass, a bool temporary)."""
+    return tf.cast(tf.size(x), tf.float32) - tf.reduce_sum(
+        tf.cast(tf.math.is_finite(tf.convert_to_tensor(x)), tf.float32)
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tbviz.stats import layer_statistics
+from tbviz.stats import count_nonfinite, layer_statistics
 
 
 def test_statistics_match_numpy():
@@ -32,6 +32,7 @@ def test_nonfinite_values_are_counted_and_left_out():
     assert stats["std"] == pytest.approx(finite.std(), rel=1e-5)
     assert stats["zero_fraction"] == pytest.approx(1 / 8)
     assert stats["histogram"][:, 2].sum() == 5 and stats["histogram"][0, 0] == 0
+    assert count_nonfinite(x).numpy() == 3  # the cheap count used when statistics are off
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
