@@ -53,13 +53,16 @@ _PLUMBING = (
     keras.layers.Permute,
     keras.layers.Flatten,
 )
-_ACTIVATION_LIKE = (
+_ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.PReLU,
     keras.layers.ELU,
     keras.layers.Softmax,
+)
+_ACTIVATION_LIKE = (
+    *_ACTIVATIONS,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
     keras.layers.MaxPooling3D,
@@ -68,14 +71,6 @@ _ACTIVATION_LIKE = (
     keras.layers.AveragePooling3D,
     keras.layers.Add,
     keras.layers.Concatenate,
-)
-_ACTIVATIONS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
 )
 # Layers whose output has the layout of their (first) input: their data format
 # is inherited from the layer that feeds them.
