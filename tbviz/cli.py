@@ -62,7 +62,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
@@ -313,7 +313,7 @@ def _board(args: argparse.Namespace) -> int:
     try:
         _, url = start_board(logdir, args.port)
     except program.TensorBoardServerException as error:
-        raise _UsageError(f"{error.msg.rstrip('.')}; try another --port (0 picks a free one)")
+        raise _UsageError(f"{error.msg.rstrip('.')}; try another --port (0 picks a free one)") from None
     print(f"TensorBoard serving {logdir} at {url} (every logged epoch on the step slider)")
     print(f"Feature maps: {url}#images")
     print("Press Ctrl+C to stop.", flush=True)

@@ -11,6 +11,9 @@ import pytest  # noqa: E402
 from tbviz import metadata  # noqa: E402
 from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
 
+# The 2-epoch `tbviz demo` log, trained once per session, shared by the CLI tests.
+from _cli_support import demo_log  # noqa: E402,F401
+
 
 def read_activations(log_dir) -> ReadResult:
     """Everything tbviz wrote under `log_dir`, read from the event files."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _cli_support import DEMO_EPOCHS, Board, demo_log  # noqa: F401 -- demo_log is a fixture
+from _cli_support import DEMO_EPOCHS, Board
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service

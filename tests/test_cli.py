@@ -7,12 +7,11 @@ import shlex
 from pathlib import Path
 
 import pytest
-from _cli_support import (  # noqa: F401 -- demo_log is a fixture
+from _cli_support import (
     DEMO_EPOCHS,
     DEMO_LAYERS,
     DEMO_PROBES,
     assert_no_traceback,
-    demo_log,
     picture_png,
     run_tbviz,
     write_keras_log,

@@ -8,7 +8,6 @@ sub-model after training); and, where two runs must agree (channels first
 vs last, list vs dict probes, mixed precision vs float32), pixel by pixel.
 """
 
-import os
 import re
 import warnings
 
