@@ -334,9 +334,8 @@ def _warn(message: str) -> None:
 
 
 def _description(entry: layer_selection.SelectedLayer, options: PictureOptions) -> str:
-    shape = entry.shape
     return (
-        f"Layer `{entry.path}` ({type(entry.layer).__name__}), output shape {shape}, "
+        f"Layer `{entry.path}` ({type(entry.layer).__name__}), output shape {entry.shape}, "
         f"one picture per probe sample. normalize={options.normalize!r}, "
         f"clip_percentile={options.clip_percentile}, cmap={options.cmap!r}, "
         f"max_channels={options.max_channels}, max_size={options.max_size}. "

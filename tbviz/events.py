@@ -5,9 +5,10 @@ yields every record that is still intact -- before *and after* a damaged
 record -- and each damage is reported, naming the file and the byte offset,
 through `ReadResult.problems` instead of an exception.
 
-Records are framed and checksummed here in pure Python (TFRecord: a length,
-its masked CRC-32C, the data, its masked CRC-32C) rather than with TensorBoard's
-loader, which imports TensorFlow and silently stops at the first damaged record.
+Records are framed and checksummed here (TFRecord: a length, its masked
+CRC-32C, the data, its masked CRC-32C; CRC-32C by ``google-crc32c``) rather
+than with TensorBoard's loader, which imports TensorFlow and silently stops
+at the first damaged record.
 Events then go through TensorBoard's read-time compatibility layers
 (``data_compat``, ``dataclass_compat``), as in TensorBoard itself, so logs
 written by older writers (TF1-style summaries, metadata only on a tag's first
@@ -16,7 +17,6 @@ event) read the same.
 
 from __future__ import annotations
 
-import functools
 import glob
 import mmap
 import os
@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import google_crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard import data_compat, dataclass_compat
@@ -130,26 +131,9 @@ def decode_png(png: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
 def _masked_crc32c(data: bytes) -> int:
     """TFRecord's checksum: CRC-32C (Castagnoli), rotated and offset."""
-    table = _CRC32C_TABLE
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
+    crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -164,15 +148,9 @@ def _header_at(data, offset: int, size: int) -> int | None:
     length, length_crc = _HEADER.unpack_from(data, offset)
     if length > size - offset - _HEADER.size - _FOOTER.size:
         return None
-    if _length_crc(data[offset : offset + 8]) != length_crc:
+    if _masked_crc32c(data[offset : offset + 8]) != length_crc:
         return None
     return length
-
-
-@functools.lru_cache(maxsize=4096)
-def _length_crc(length_bytes: bytes) -> int:
-    # Cached: scanning a zero-filled tail for the next header asks the same question often.
-    return _masked_crc32c(length_bytes)
 
 
 def iter_records(path: str, problems: list[str]) -> Iterator[bytes]:
@@ -194,7 +172,7 @@ def iter_records(path: str, problems: list[str]) -> Iterator[bytes]:
                 if length is None:
                     if size - offset < _HEADER.size + _FOOTER.size or (
                         _HEADER.unpack_from(data, offset)[1]
-                        == _length_crc(data[offset : offset + 8])
+                        == _masked_crc32c(data[offset : offset + 8])
                     ):
                         problems.append(
                             f"{path}: ends inside a record at byte {offset} (truncated, or still "

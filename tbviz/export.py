@@ -293,23 +293,21 @@ def export_run(
     tick = progress or (lambda n: None)
     all_steps = sorted({s.step for layer in layers for s in _series(run, layer)})
     summary = ExportSummary(run.name, out_dir, layers, all_steps)
-    bad: set[tuple[str, int, int]] = set()
 
     def picture(layer: str, item: events.ImageStep, probe: int) -> Image.Image | None:
-        key = (layer, item.step, probe)
-        if probe >= len(item.pngs) or key in bad:
+        if probe >= len(item.pngs):
             return None
         try:
             with Image.open(io.BytesIO(item.pngs[probe])) as image:
                 return image.convert("RGB")
         except Exception as error:  # noqa: BLE001 -- a damaged picture is skipped, not fatal
-            bad.add(key)
             summary.warnings.append(
                 f"run {run.name!r}, layer {layer!r}, probe {probe}, epoch {item.step}: "
                 f"picture unreadable ({error}); skipped"
             )
             return None
 
+    decoded: dict[str, list[dict[int, Image.Image]]] = {}  # layer -> probe -> step -> picture
     for layer in layers:
         layer_dir = os.path.join(out_dir, safe_name(layer))
         series = _series(run, layer)
@@ -334,6 +332,7 @@ def export_run(
                 summary.gifs.append(path)
             columns.append(dict(frames))
             tick(1)
+        decoded[layer] = columns
         sheet = contact_sheet(
             [f"probe {p}" for p in range(probes)],
             [s.step for s in series],
@@ -346,12 +345,12 @@ def export_run(
         summary.sheets.append(path)
         tick(1)
 
-    by_layer = {layer: {s.step: s for s in _series(run, layer)} for layer in layers}
+    # Per-probe sheets reuse the pictures decoded above.
     for probe in range(max((_probe_count(run, layer) for layer in layers), default=0)):
 
         def cell(step: int, column: int, probe: int = probe) -> Image.Image | None:
-            item = by_layer[layers[column]].get(step)
-            return None if item is None else picture(layers[column], item, probe)
+            columns = decoded[layers[column]]
+            return columns[probe].get(step) if probe < len(columns) else None
 
         sheet = contact_sheet(layers, all_steps, cell, scale=scale)
         path = os.path.join(out_dir, f"sheet_probe{probe}.png")
