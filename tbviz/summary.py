@@ -133,5 +133,6 @@ def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
     image = Image.frombytes("P", indices.shape[::-1], np.ascontiguousarray(indices, np.uint8).tobytes())
     image.putpalette(np.asarray(palette, np.uint8).tobytes())
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    # zlib level 3: about 30% less encoding time than the default 6, for about 5% more bytes.
+    image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tbviz import stats as stats_module
 from tbviz.stats import count_nonfinite, layer_statistics
 
 
@@ -44,3 +45,29 @@ def test_constant_and_empty_layers_give_no_nan(dtype):
     all_nan = {k: v.numpy() for k, v in layer_statistics(np.full((1, 4), np.nan, dtype)).items()}
     assert all_nan["nonfinite"] == 4 and all_nan["mean"] == 0 and all_nan["histogram"][:, 2].sum() == 0
     assert not any(np.isnan(v).any() for v in all_nan.values())
+
+
+def test_sample_stride_reaches_every_channel_and_position():
+    """Large layers are sampled with a stride coprime to every dimension; small ones are not sampled."""
+    assert stats_module.sample_stride((4, 8, 8, 32)) == 1
+    shape = (8, 56, 56, 256)
+    stride = stats_module.sample_stride(shape)
+    assert np.prod(shape) / stride <= stats_module.MAX_VALUES
+    assert all(np.gcd(stride, size) == 1 for size in shape[1:])
+    indices = np.arange(0, np.prod(shape), stride)
+    assert len(np.unique(indices % 256)) == 256  # every channel
+    assert len(np.unique((indices // 256) % 56)) == 56  # every column
+
+
+def test_large_layer_statistics_are_close_and_nonfinite_exact():
+    """A layer past MAX_VALUES: sampled statistics within a fraction of a percent; every NaN counted."""
+    rng = np.random.default_rng(1)
+    x = np.maximum(rng.normal(size=(4, 64, 64, 32)), 0).astype(np.float32)  # 524,288 ReLU values
+    x[3, 63, 63, 31] = np.nan  # a single NaN that a sample would likely miss
+    stats = {k: v.numpy() for k, v in layer_statistics(x).items()}
+    finite = x[np.isfinite(x)]
+    assert stats["nonfinite"] == 1
+    assert stats["mean"] == pytest.approx(finite.mean(), rel=0.01)
+    assert stats["std"] == pytest.approx(finite.std(), rel=0.01)
+    assert stats["zero_fraction"] == pytest.approx((x == 0).mean(), abs=0.005)
+    assert stats["histogram"][:, 2].sum() <= stats_module.MAX_VALUES
