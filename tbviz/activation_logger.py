@@ -226,11 +226,10 @@ class ActivationLogger(keras.callbacks.Callback):
         inputs = model.inputs if graph else None
         structure = getattr(model, "input", None) if graph and not isinstance(model, keras.Sequential) else None
         probe = _match_probe(self.probe, inputs, structure)
+        if isinstance(structure, dict):  # the model is called with the structure it was built on
+            probe = keras.tree.pack_sequence_as(structure, keras.tree.flatten(probe))
         entries = layer_selection.walk(model)
-        capturing = layer_selection.needs_capture(entries)  # a subclassed model, or one inside
-        if capturing:
-            if isinstance(structure, dict):  # call the model with the structure it was built on
-                probe = keras.tree.pack_sequence_as(structure, keras.tree.flatten(probe))
+        if layer_selection.needs_capture(entries):  # a subclassed model, or one inside: run it once
             entries = capture.capture_entries(model, probe, entries)
         selected = layer_selection.select_layers(
             model, self.layers, max_layers=self.max_layers, entries=entries
@@ -248,33 +247,49 @@ class ActivationLogger(keras.callbacks.Callback):
                 f"(selected: {', '.join(e.path for e in selected) or 'none'})."
             )
         options = self.options
-        channels_first = [e.channels_first for e in usable]
         wants_stats = self.stats or self.histograms
+        index = {id(e.layer): i for i, e in enumerate(usable)}
+        channels_first = [e.channels_first for e in usable]
 
-        @tf.function(reduce_retracing=True, autograph=False)
-        def pictures_of(outputs, fixed_ranges):
-            """The post-processing both ways of getting outputs share: pictures, range, statistics."""
-            results = []
-            for output, first, fixed in zip(outputs, channels_first, fixed_ranges):
-                pictures, lo, hi = render(output, options, channels_first=first, fixed_range=fixed)
-                # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
+        def summarize(i: int, output: tf.Tensor, fixed_range: tuple) -> tuple:
+            """One layer's pictures, value range and statistics: all that leaves the step."""
+            pictures, lo, hi = render(
+                output, options, channels_first=channels_first[i], fixed_range=fixed_range
+            )
+            # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
+            with tf.control_dependencies([pictures]):
                 stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
-                results.append((pictures, tf.reduce_min(lo), tf.reduce_max(hi), stats))
-            return results
+            return pictures, tf.reduce_min(lo), tf.reduce_max(hi), stats
 
-        if capturing:
-            chosen = [e.layer for e in usable]
+        def step(probe, fixed_ranges):
+            """One forward pass of the probe batch, each selected layer summarised as it returns.
 
-            def step(probe, fixed_ranges):  # eager: layer calls are wrapped, run, restored
-                return pictures_of(capture.layer_outputs(model, chosen, probe), fixed_ranges)
+            The model goes on with a layer's output only once its summary is
+            made (a control dependency), so a layer's full activation is
+            freed as soon as the model is done with it, as in a bare forward
+            pass, instead of every selected activation waiting for the end.
+            """
+            results: dict[int, tuple] = {}
 
-        else:
-            activations = layer_selection.activation_model(model, usable)
+            def tap(layer, output):
+                i = index[id(layer)]
+                results[i] = summarize(i, output, fixed_ranges[i])
+                if tf.executing_eagerly():
+                    return output
+                with tf.control_dependencies(tf.nest.flatten(results[i])):
+                    return tf.nest.map_structure(tf.identity, output)
 
-            @tf.function(reduce_retracing=True, autograph=False)
-            def step(probe, fixed_ranges):
-                return pictures_of(tf.nest.flatten(activations(probe, training=False)), fixed_ranges)
+            with capture.recording([e.layer for e in usable], tap=tap):
+                model(probe, training=False)
+            missing = [e.path for i, e in enumerate(usable) if i not in results]
+            if missing:
+                raise RuntimeError(
+                    f"layers {', '.join(missing)} of model '{model.name}' did not run on the probe batch"
+                )
+            return [results[i] for i in range(len(usable))]
 
+        if not getattr(model, "run_eagerly", False):  # else the model may not be traceable: as in fit(), eagerly
+            step = tf.function(step, reduce_retracing=True, autograph=False)
         self._probe_tensors = probe
         self._step_fn = step
         self._selected = usable

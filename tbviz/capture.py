@@ -1,22 +1,24 @@
-"""Layer outputs of models without a graph (subclassed ``keras.Model``), by eager capture.
+"""Layer outputs by wrapping the layers' ``call``: how every selected layer is reached.
+
+While the model runs on the probe batch, the ``call`` of each wanted layer
+is temporarily replaced by a wrapper that records what it returns, and that
+can hand the output to a *tap* (`tbviz.ActivationLogger`'s step pictures
+each layer there, inside its ``tf.function``, as soon as the layer returns).
+The original ``call`` is restored in a ``finally``, whatever happens. A layer
+called several times during one forward pass (a shared layer) is recorded at
+its first call.
 
 A subclassed model's layers have no symbolic outputs (``layer.output``
-raises), so no activation model can be built. Instead the model is called
-eagerly on the probe batch, ``model(probe, training=False)``, while the
-``call`` of each wanted layer is temporarily replaced by a wrapper that
-records what it returns; the original ``call`` is restored in a ``finally``,
-whatever happens. A layer called several times during one forward pass
-(a shared layer) is recorded at its first call.
-
-Paths of layers in a subclassed model are the names of the layers it tracks as
-attributes (see `tbviz.layers.walk`).
-"""
+raises), so `capture_entries` runs such a model eagerly once to learn its
+layers' outputs (shapes, layouts, which ones run at all). Paths of layers in
+a subclassed model are the names of the layers it tracks as attributes (see
+`tbviz.layers.walk`)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -26,24 +28,38 @@ from tbviz import layers as layer_selection
 _MISSING = object()
 
 
+Tap = Callable[[keras.layers.Layer, Any], Any]
+
+
 class Recording:
     """What the wrapped layers returned during one forward pass, by ``id(layer)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tap: Tap | None = None) -> None:
         self.outputs: dict[int, Any] = {}
         self.order: dict[int, int] = {}
+        self.tap = tap
 
-    def record(self, layer: keras.layers.Layer, output: Any) -> None:
+    def record(self, layer: keras.layers.Layer, output: Any) -> Any:
+        """Keeps the first output of `layer`; returns what the model goes on with."""
         key = id(layer)
-        if key not in self.outputs:  # the first call of a shared layer
-            self.outputs[key] = output
-            self.order[key] = len(self.order)
+        if key in self.outputs:  # a later call of a shared layer
+            return output
+        self.outputs[key] = output
+        self.order[key] = len(self.order)
+        return output if self.tap is None else self.tap(layer, output)
 
 
 @contextlib.contextmanager
-def recording(layers: Sequence[keras.layers.Layer]) -> Iterator[Recording]:
-    """Wraps the ``call`` of `layers` to record their outputs; restores them on exit."""
-    result = Recording()
+def recording(layers: Sequence[keras.layers.Layer], tap: Tap | None = None) -> Iterator[Recording]:
+    """Wraps the ``call`` of `layers` to record their outputs; restores them on exit.
+
+    With a `tap`, ``tap(layer, output)`` is called on each layer's first
+    output as soon as the layer returns, and what it returns is what the
+    rest of the model receives (the same values; see
+    `tbviz.activation_logger` for why a tap returns them behind a control
+    dependency).
+    """
+    result = Recording(tap)
     restore: list[tuple[keras.layers.Layer, Any]] = []
     try:
         for layer in {id(layer): layer for layer in layers}.values():
@@ -52,9 +68,7 @@ def recording(layers: Sequence[keras.layers.Layer]) -> Iterator[Recording]:
 
             @functools.wraps(original)
             def wrapper(*args, _layer=layer, _original=original, **kwargs):
-                output = _original(*args, **kwargs)
-                result.record(_layer, output)
-                return output
+                return result.record(_layer, _original(*args, **kwargs))
 
             layer.call = wrapper
             restore.append((layer, own))
@@ -86,16 +100,3 @@ def capture_entries(
     wanted = [e.layer for e in entries if e.unreachable is None]
     result = run(model, wanted, probe)
     return layer_selection.with_outputs(entries, result.outputs, result.order, model.name)
-
-
-def layer_outputs(
-    model: keras.Model, layers: Sequence[keras.layers.Layer], probe: Any
-) -> list[Any]:
-    """The outputs of `layers` (in that order) when `model` runs on `probe`."""
-    result = run(model, layers, probe)
-    missing = [layer.name for layer in layers if id(layer) not in result.outputs]
-    if missing:
-        raise RuntimeError(
-            f"layers {', '.join(missing)} of model '{model.name}' did not run on the probe batch"
-        )
-    return [result.outputs[id(layer)] for layer in layers]

@@ -7,15 +7,17 @@ with a ``call`` method) have no graph: their paths are the names of the
 layers they track as attributes (``model.block.conv`` -> ``block/conv`` when
 ``block`` is a nested model or a user-defined layer holding layers).
 
-Two ways to get a layer's output, chosen per model by `needs_capture`:
+Every selected layer's output is computed the same way, by calling the model
+on the probe batch with the layers' ``call`` wrapped (`tbviz.capture`). What
+the walk needs to know beforehand, each layer's output shape and layout, comes
+from one of two places, chosen per model by `needs_capture`:
 
 - *graph*: Functional and Sequential models (nested ones included) are
   walked through Keras' call graph: each layer gets the symbolic output of
-  its call in its owner's graph, `activation_model` builds one model from
-  the inputs to all selected outputs (run in a ``tf.function``).
+  its call in its owner's graph.
 - *capture*: for subclassed models, and for layers inside a subclassed model
-  nested in a Functional one, `tbviz.capture` runs the model eagerly with the
-  selected layers' ``call`` wrapped to record their outputs.
+  nested in a Functional one, `tbviz.capture` runs the model eagerly once and
+  records the outputs.
 """
 
 from __future__ import annotations
@@ -109,8 +111,6 @@ class SelectedLayer:
         output: the layer's output: its symbolic output in its owner's graph
             (graph mode), or the value recorded by `tbviz.capture` (capture
             mode); None when unknown.
-        owner_calls: for each nested model in `owners[1:]`, the Keras node of
-            its call in its parent's graph (graph mode only).
         block_output: every path from the owner's inputs to its outputs passes
             through this output (a stage boundary: a residual block's output,
             any layer of a plain chain), and it is not the input of the one
@@ -126,7 +126,6 @@ class SelectedLayer:
     layer: keras.layers.Layer
     owners: tuple = ()
     output: Any = field(default=None, compare=False, repr=False)
-    owner_calls: tuple = field(default=(), compare=False, repr=False)
     block_output: bool = False
     unreachable: str | None = None
     needs_capture: bool = False
@@ -284,14 +283,13 @@ def walk(model: keras.Model) -> list[SelectedLayer]:
     user-defined layers that hold layers; their entries have no output yet
     (``needs_capture``): `tbviz.capture.capture_entries` records them.
     """
-    return list(_walk(model, "", (), (), _graph_of(model), None))
+    return list(_walk(model, "", (), _graph_of(model), None))
 
 
 def _walk(
     model: keras.layers.Layer,
     prefix: str,
     owners: tuple,
-    owner_calls: tuple,
     graph: _CallGraph | None,
     blocked: str | None,
 ) -> Iterator[SelectedLayer]:
@@ -306,12 +304,11 @@ def _walk(
                 path,
                 layer,
                 owners,
-                owner_calls=owner_calls,
                 unreachable=blocked,
                 needs_capture=True,
             )
             if isinstance(layer, keras.Model) or _is_user_composite(layer):
-                yield from _walk(layer, f"{path}/", owners, owner_calls, None, blocked)
+                yield from _walk(layer, f"{path}/", owners, None, blocked)
             continue
         nodes = graph.nodes_of.get(id(layer), [])
         reason = blocked
@@ -330,7 +327,6 @@ def _walk(
             layer,
             owners,
             output=output,
-            owner_calls=owner_calls,
             block_output=node is not None and id(node) in graph.cuts,
             unreachable=reason,
         )
@@ -346,11 +342,9 @@ def _walk(
             if inner_graph is None:
                 # A subclassed model inside a graph: its layers are reached by capture,
                 # which records the first call whatever the number of calls.
-                yield from _walk(layer, f"{path}/", owners, (*owner_calls, node), None, reason)
+                yield from _walk(layer, f"{path}/", owners, None, reason)
             else:
-                yield from _walk(
-                    layer, f"{path}/", owners, (*owner_calls, node), inner_graph, inner_blocked
-                )
+                yield from _walk(layer, f"{path}/", owners, inner_graph, inner_blocked)
 
 
 def needs_capture(entries: Sequence[SelectedLayer]) -> bool:
@@ -655,58 +649,6 @@ def select_layers(
 
 
 # -- the activation model (graph mode) ---------------------------------------------------
-
-
-def _single(tensors: list) -> Any:
-    return tensors[0] if len(tensors) == 1 else tensors
-
-
-def _outputs_in(owner_depth: int, entries: list[SelectedLayer]) -> list:
-    """The symbolic outputs of `entries` in the graph of their common owner at `owner_depth`."""
-    result: list = [None] * len(entries)
-    nested: dict[int, list[int]] = defaultdict(list)
-    for i, entry in enumerate(entries):
-        if len(entry.owners) == owner_depth + 1:
-            result[i] = entry.output
-        else:
-            nested[id(entry.owners[owner_depth + 1])].append(i)
-    for indices in nested.values():
-        group = [entries[i] for i in indices]
-        inner = group[0].owners[owner_depth + 1]
-        call = group[0].owner_calls[owner_depth]
-        inner_outputs = _outputs_in(owner_depth + 1, group)
-        # One sub-model per nested model, from its inputs to every output needed
-        # inside it, called once on the tensors that feed it in its parent's graph.
-        sub_model = keras.Model(inner.inputs, inner_outputs)
-        called = sub_model(_single(list(call.input_tensors)))
-        for i, tensor in zip(indices, _flat(called)):
-            result[i] = tensor
-    return result
-
-
-def outer_output(entry: SelectedLayer) -> Any:
-    """The symbolic output of `entry.layer` in the top-level model's graph.
-
-    A layer inside a nested model has an output only in that model's own
-    graph; it is brought into the outer graph by calling a sub-model of the
-    nested model on the tensors that feed the nested model.
-    """
-    return _outputs_in(0, [entry])[0]
-
-
-def activation_model(model: keras.Model, selected: list[SelectedLayer]) -> keras.Model:
-    """A model from `model`'s inputs to the outputs of the selected layers (a list).
-
-    Layers inside the same nested model share one sub-model, so the nested
-    model runs once per call, however many of its layers are selected.
-    """
-    problems = [e for e in selected if e.unreachable or e.needs_capture or e.output is None]
-    if problems:
-        raise ValueError(
-            "These layers cannot be reached through the model's graph: "
-            + ", ".join(f"'{e.path}' ({e.unreachable or 'needs capture'})" for e in problems)
-        )
-    return keras.Model(model.inputs, _outputs_in(0, list(selected)))
 
 
 def with_outputs(

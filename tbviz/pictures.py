@@ -4,8 +4,8 @@ Pure numerics, no Keras: every function takes and returns tensors (NumPy
 arrays work too), runs eagerly or inside a ``tf.function``, and never modifies
 its input. The pipeline, in `render`:
 
-1. `to_maps`: the output of any supported rank becomes a stack of 2-D maps
-   ``(N, M, h, w)`` and a grid shape ``(rows, cols)``:
+1. `to_maps`: the output of any supported rank becomes a stack of 2-D maps,
+   channels last, ``(N, h, w, M)``, and a grid shape ``(rows, cols)``:
 
    - ``(N, H, W, C)`` (or ``(N, C, H, W)`` for ``channels_first``): one map
      per channel, the first `max_channels` channels, in a near-square grid;
@@ -19,10 +19,11 @@ its input. The pipeline, in `render`:
    On the way, maps shrink (`downsample`: area averaging, aspect kept) so
    that the tiled grid fits in ``max_size`` x ``max_size`` pixels; they never
    grow.
-2. `value_range` + `normalize`: values map to [0, 1], clipped at percentiles
-   so one outlier cannot wash a map out; constant maps give 0, never NaN.
+2. `value_range` + `normalize`: values map to [0, 1] by a range taken at
+   percentiles so one outlier cannot wash a map out; constant maps give 0,
+   never NaN.
 3. `quantize`: [0, 1] becomes one of `LEVELS` (254) colour levels,
-   ``floor(v * 253 + 0.5)``; NaN/Inf pixels get `NONFINITE_INDEX`.
+   ``floor(v * 253 + 0.5)``, clipped; NaN/Inf pixels get `NONFINITE_INDEX`.
 4. `tile`: maps are laid out in the grid with `padding`-pixel separators
    (`SEPARATOR_INDEX`); empty cells are separator-coloured too.
 
@@ -31,12 +32,20 @@ the 256 colours they index (254 levels of the map, the separator colour, the
 NaN marker). Written as palette PNGs they take about a third of the bytes and
 encoding time of RGB PNGs; TensorBoard and every PNG reader show them as the
 same colours.
+
+Memory: maps stay channels last, the layout of the layer's output, until
+they are 8-bit, so a layer that needs no shrinking is normalised straight
+from its output. Picturing a layer then takes one float copy of its (shrunk)
+maps plus the 8-bit one, one at a time after a per-map percentile range's
+transient copy: never a copy per step of the pipeline.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -107,10 +116,12 @@ def to_maps(
     max_size: int | None = None,
     padding: int = 1,
 ) -> tuple[tf.Tensor, tuple[int, int]]:
-    """Turns a layer output of rank 2 to 5 into float32 maps ``(N, M, h, w)`` and a grid shape.
+    """Turns a layer output of rank 2 to 5 into float32 maps ``(N, h, w, M)`` and a grid shape.
 
+    Map ``m`` is ``maps[:, :, :, m]``, for grid cell ``divmod(m, cols)``.
     Maps are shrunk (see `tile_size`) *before* any transpose or cast, so no
-    full-size copy of a large activation is ever made.
+    full-size copy of a large activation is ever made; a channels-last
+    output that needs no shrinking is returned as it is.
 
     Args:
         x: the layer's output for N probe samples (float16 is fine).
@@ -136,22 +147,21 @@ def to_maps(
 
     if rank == 2:  # (N, units): one block of unit intensities
         rows, cols = block_shape(x.shape[1])
-        block = shrink(tf.reshape(x, [-1, rows, cols, 1]), (1, 1))
-        return tf.transpose(block, [0, 3, 1, 2]), (1, 1)
+        return shrink(tf.reshape(x, [-1, rows, cols, 1]), (1, 1)), (1, 1)
     if rank == 3:  # (N, T, C): one heat strip, channels down, time across
         strip = x[..., tf.newaxis] if channels_first else tf.transpose(x, [0, 2, 1])[..., tf.newaxis]
         # Each axis shrinks on its own: a long sequence must not squeeze its channels away.
         limit = max_size or max(strip.shape[1:3])
-        size = (min(strip.shape[1], limit), min(strip.shape[2], limit))
-        return tf.transpose(downsample(strip, size), [0, 3, 1, 2]), (1, 1)
+        return downsample(strip, (min(strip.shape[1], limit), min(strip.shape[2], limit))), (1, 1)
     if rank == 4:  # one map per channel
         x = x[:, :max_channels] if channels_first else x[..., :max_channels]
         channels = x.shape[1] if channels_first else x.shape[3]
         grid = grid_shape(channels)
-        if channels_first:
-            small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], 1]), grid)
-            return tf.reshape(small, [n, channels, small.shape[1], small.shape[2]]), grid
-        return tf.transpose(shrink(x, grid), [0, 3, 1, 2]), grid
+        if not channels_first:
+            return shrink(x, grid), grid
+        small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], 1]), grid)  # (N*C, h, w, 1)
+        small = tf.reshape(small, [n, channels, small.shape[1], small.shape[2]])
+        return tf.transpose(small, [0, 2, 3, 1]), grid
     # rank 5: one row per channel, one column per depth slice
     depth = x.shape[2] if channels_first else x.shape[1]
     keep = max(1, max_channels // depth)
@@ -159,25 +169,76 @@ def to_maps(
     channels = x.shape[1] if channels_first else x.shape[4]
     grid = (channels, depth)
     if channels_first:  # (N, C, D, H, W)
-        small = shrink(tf.reshape(x, [-1, x.shape[3], x.shape[4], 1]), grid)
-        return tf.reshape(small, [n, channels * depth, small.shape[1], small.shape[2]]), grid
+        small = shrink(tf.reshape(x, [-1, x.shape[3], x.shape[4], 1]), grid)  # (N*C*D, h, w, 1)
+        small = tf.reshape(small, [n, channels * depth, small.shape[1], small.shape[2]])
+        return tf.transpose(small, [0, 2, 3, 1]), grid
     small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], channels]), grid)  # (N*D, h, w, C)
     small = tf.reshape(small, [n, depth, small.shape[1], small.shape[2], channels])
-    small = tf.transpose(small, [0, 4, 1, 2, 3])  # (N, C, D, h, w)
-    return tf.reshape(small, [n, channels * depth, small.shape[3], small.shape[4]]), grid
+    small = tf.transpose(small, [0, 2, 3, 4, 1])  # (N, h, w, C, D): map c * D + d
+    return tf.reshape(small, [n, small.shape[1], small.shape[2], channels * depth]), grid
+
+
+def _rank(q: float, count: int) -> int:
+    """The nearest rank of quantile `q` among `count` sorted values, as `_finite_quantiles` rounds it."""
+    return int(np.round(np.float32(q) * np.float32(max(count - 1, 0))))
+
+
+def _quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Nearest-rank quantiles of each row of ``(B, K)`` with K known and every value finite.
+
+    Only the few values beyond each quantile are ranked (``top_k``), so no
+    sorted copy of the rows is made.
+    """
+    count = rows.shape[-1]
+    lo_rank, hi_rank = _rank(low, count), _rank(high, count)
+    if hi_rank == count - 1:
+        hi = tf.reduce_max(rows, axis=-1)
+    else:  # the (count - hi_rank)-th largest
+        hi = tf.math.top_k(rows, k=count - hi_rank, sorted=True).values[:, -1]
+    if lo_rank == 0:
+        return tf.reduce_min(rows, axis=-1), hi
+    # The (lo_rank + 1)-th smallest; negated after `hi` is known, so that (in a graph)
+    # the negation can take over the buffer of `rows` instead of making another copy.
+    with tf.control_dependencies([hi]):
+        negated = -rows
+    return -tf.math.top_k(negated, k=lo_rank + 1, sorted=True).values[:, -1], hi
+
+
+def _all_finite(x: tf.Tensor) -> tf.Tensor:
+    """True when `x` has no NaN/Inf: one sum, no copy (an overflowing sum takes the careful path too)."""
+    return tf.math.is_finite(tf.reduce_sum(x))
+
+
+def _finite_min_max(x: tf.Tensor, axis: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """Min and max of the finite values of `x` along `axis`; (0, 0) where there are none."""
+
+    def careful() -> tuple[tf.Tensor, tf.Tensor]:
+        finite = tf.math.is_finite(x)
+        empty = tf.logical_not(tf.reduce_any(finite, axis=axis))
+        lo = tf.reduce_min(tf.where(finite, x, np.inf), axis=axis)
+        hi = tf.reduce_max(tf.where(finite, x, -np.inf), axis=axis)
+        return tf.where(empty, 0.0, lo), tf.where(empty, 0.0, hi)
+
+    return tf.cond(
+        _all_finite(x),
+        lambda: (tf.reduce_min(x, axis=axis), tf.reduce_max(x, axis=axis)),
+        careful,
+    )
 
 
 def _finite_quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Nearest-rank quantiles of the finite values of each row of ``(B, K)``.
 
-    Rows with no finite value give (0, 0).
+    Rows with no finite value give (0, 0). When every value is finite (the
+    usual case) and K is known, `_quantiles` ranks only what it needs;
+    otherwise the finite values of each row are sorted.
     """
-    finite = tf.math.is_finite(rows)
-    count = tf.reduce_sum(tf.cast(finite, tf.int32), axis=-1)
     if low == 0.0 and high == 1.0:
-        lo = tf.reduce_min(tf.where(finite, rows, np.inf), axis=-1)
-        hi = tf.reduce_max(tf.where(finite, rows, -np.inf), axis=-1)
-    else:
+        return _finite_min_max(rows, axis=-1)
+
+    def sorted_quantiles() -> tuple[tf.Tensor, tf.Tensor]:
+        finite = tf.math.is_finite(rows)
+        count = tf.reduce_sum(tf.cast(finite, tf.int32), axis=-1)
         ordered = tf.sort(tf.where(finite, rows, np.inf), axis=-1)
         last = tf.cast(tf.maximum(count - 1, 0), tf.float32)
 
@@ -185,15 +246,21 @@ def _finite_quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tens
             index = tf.cast(tf.round(q * last), tf.int32)
             return tf.gather(ordered, index[:, tf.newaxis], batch_dims=1)[:, 0]
 
-        lo, hi = at(low), at(high)
-    empty = count == 0
-    return tf.where(empty, 0.0, lo), tf.where(empty, 0.0, hi)
+        empty = count == 0
+        return tf.where(empty, 0.0, at(low)), tf.where(empty, 0.0, at(high))
+
+    if not rows.shape[-1]:  # unknown length (or no values at all): the general way
+        return sorted_quantiles()
+    return tf.cond(_all_finite(rows), lambda: _quantiles(rows, low, high), sorted_quantiles)
 
 
 def value_range(
     maps: tf.Tensor, *, per_map: bool, clip_percentile: float = 0.0, symmetric: bool = False
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Returns ``(lo, hi)`` broadcastable against maps ``(N, M, h, w)``.
+    """Returns ``(lo, hi)`` broadcastable against maps ``(N, h, w, M)``.
+
+    A per-map range ranks each map's values in a transposed copy of the maps,
+    freed as soon as the range is known.
 
     Args:
         maps: the maps.
@@ -203,20 +270,32 @@ def value_range(
         symmetric: widen the range to ``[-m, m]``, ``m = max(|lo|, |hi|)``, so
             that 0 sits in the middle of a diverging colour map. Defaults to `False`.
     """
-    n, m, h, w = (tf.shape(maps)[i] for i in range(4))
-    rows = tf.reshape(maps, [n * m, h * w] if per_map else [1, -1])
-    lo, hi = _finite_quantiles(rows, clip_percentile / 100.0, 1.0 - clip_percentile / 100.0)
+    maps = tf.convert_to_tensor(maps)
+    low, high = clip_percentile / 100.0, 1.0 - clip_percentile / 100.0
+    n, m = tf.shape(maps)[0], tf.shape(maps)[3]
+    if per_map and clip_percentile == 0.0:  # min and max of each map: no copy needed
+        lo, hi = _finite_min_max(maps, axis=[1, 2])
+    elif per_map:  # each map's values in a row, to rank them
+        length = maps.shape[1] * maps.shape[2] if maps.shape[1:3].is_fully_defined() else -1
+        rows = tf.reshape(tf.transpose(maps, [0, 3, 1, 2]), [n * m, length])
+        lo, hi = _finite_quantiles(rows, low, high)
+    else:
+        lo, hi = _finite_quantiles(tf.reshape(maps, [1, -1]), low, high)
     if symmetric:
         hi = tf.maximum(tf.abs(lo), tf.abs(hi))
         lo = -hi
-    shape = [n, m, 1, 1] if per_map else [1, 1, 1, 1]
+    shape = [n, 1, 1, m] if per_map else [1, 1, 1, 1]
     return tf.reshape(lo, shape), tf.reshape(hi, shape)
 
 
 def normalize(maps: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
-    """Maps ``[lo, hi]`` to ``[0, 1]``, clipping beyond; ``lo == hi`` gives 0, not NaN."""
-    scaled = (maps - lo) / tf.maximum(hi - lo, _EPSILON)
-    return tf.clip_by_value(scaled, 0.0, 1.0)  # NaN stays NaN: quantize marks it
+    """Maps ``[lo, hi]`` to ``[0, 1]``; ``lo == hi`` gives 0, not NaN.
+
+    Values beyond the range go beyond [0, 1] (`quantize` clips them) and
+    NaN/Inf stay non-finite (`quantize` marks them), so that this is one
+    copy of the maps and no more.
+    """
+    return (maps - lo) / tf.maximum(hi - lo, _EPSILON)
 
 
 def palette(name: str) -> np.ndarray:
@@ -244,23 +323,28 @@ def palette(name: str) -> np.ndarray:
 
 
 def quantize(unit: tf.Tensor) -> tf.Tensor:
-    """Values in [0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`."""
-    finite = tf.math.is_finite(unit)
-    level = tf.floor(tf.where(finite, unit, 0.0) * (LEVELS - 1) + 0.5)
-    level = tf.cast(tf.clip_by_value(level, 0, LEVELS - 1), tf.uint8)
-    return tf.where(finite, level, tf.constant(NONFINITE_INDEX, tf.uint8))
+    """Values in [0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`.
+
+    Values below 0 or above 1 get the first or last level.
+    """
+    level = tf.floor(unit * (LEVELS - 1) + 0.5)
+    finite = tf.math.is_finite(level)
+    # Clipping reads `level` last, so it can overwrite it instead of making a copy.
+    with tf.control_dependencies([finite]):
+        level = tf.clip_by_value(level, 0.0, LEVELS - 1.0)
+    return tf.cast(tf.where(finite, level, float(NONFINITE_INDEX)), tf.uint8)
 
 
 def tile(indices: tf.Tensor, grid: tuple[int, int], *, padding: int = 1) -> tf.Tensor:
-    """Lays out maps ``(N, M, h, w)`` in a ``rows x cols`` grid -> ``(N, H, W)``.
+    """Lays out maps ``(N, h, w, M)`` in a ``rows x cols`` grid -> ``(N, H, W)``.
 
     ``H = rows * h + (rows - 1) * padding``; separators and cells past M get
     `SEPARATOR_INDEX`.
     """
     rows, cols = grid
-    n, m, h, w = (tf.shape(indices)[i] for i in range(4))
+    n, h, w, m = (tf.shape(indices)[i] for i in range(4))
     fill = tf.constant(SEPARATOR_INDEX, indices.dtype)
-    cells = tf.concat([indices, tf.fill([n, rows * cols - m, h, w], fill)], axis=1)
+    cells = tf.concat([tf.transpose(indices, [0, 3, 1, 2]), tf.fill([n, rows * cols - m, h, w], fill)], axis=1)
     cells = tf.reshape(cells, [n, rows, cols, h, w])
     if padding:
         # Each cell gets a separator band below and to its right; the last ones are cut off.
@@ -306,6 +390,22 @@ class PictureOptions:
         object.__setattr__(self, "palette", palette(self.cmap))
 
 
+def _one_sample_at_a_time(fn: Any, maps: tf.Tensor, dtypes: tuple) -> tuple[tf.Tensor, ...]:
+    """``fn`` on ``maps[i]`` for each sample in turn, its results stacked.
+
+    So that the float copies `fn` makes are one sample's, never the whole
+    batch's. (``tf.map_fn`` would first copy all of `maps` into a list.)
+    """
+    n = tf.shape(maps)[0]
+    results = tuple(tf.TensorArray(dtype, size=n) for dtype in dtypes)
+
+    def body(i: tf.Tensor, results: tuple) -> tuple:
+        return i + 1, tuple(r.write(i, v) for r, v in zip(results, fn(maps[i])))
+
+    _, results = tf.while_loop(lambda i, _: i < n, body, (0, results), parallel_iterations=1)
+    return tuple(r.stack() for r in results)
+
+
 def render(
     x: tf.Tensor,
     options: PictureOptions,
@@ -327,16 +427,31 @@ def render(
         max_size=options.max_size,
         padding=options.padding,
     )
-    lo, hi = value_range(
-        maps,
-        per_map=options.normalize == "map",
-        clip_percentile=options.clip_percentile,
-        symmetric=options.symmetric,
+    per_map = options.normalize == "map"
+    measure = functools.partial(
+        value_range, clip_percentile=options.clip_percentile, symmetric=options.symmetric
     )
-    if options.normalize == "fixed" and fixed_range is not None:
-        fixed_lo, fixed_hi = (tf.cast(v, tf.float32) for v in fixed_range)
-        known = tf.math.is_finite(fixed_lo) & tf.math.is_finite(fixed_hi)
-        lo = tf.where(known, fixed_lo, lo)
-        hi = tf.where(known, fixed_hi, hi)
-    indices = quantize(normalize(maps, lo, hi))
+    if not per_map:
+        lo, hi = measure(maps, per_map=False)
+        if options.normalize == "fixed" and fixed_range is not None:
+            fixed_lo, fixed_hi = (tf.cast(v, tf.float32) for v in fixed_range)
+            known = tf.math.is_finite(fixed_lo) & tf.math.is_finite(fixed_hi)
+            lo, hi = tf.where(known, fixed_lo, lo), tf.where(known, fixed_hi, hi)
+
+    def levels(maps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Maps ``(n, h, w, M)`` to 8-bit levels, with the range used."""
+        maps_lo, maps_hi = measure(maps, per_map=True) if per_map else (lo, hi)
+        return quantize(normalize(maps, maps_lo, maps_hi)), maps_lo, maps_hi
+
+    # Normalising makes one float copy of the maps. Maps shrunk to under half the size
+    # of the output are done all at once; larger ones one sample at a time.
+    size, full = maps.shape.num_elements(), tf.TensorShape(x.shape).num_elements()
+    if size is not None and full is not None and 2 * size < full:
+        indices, lo, hi = levels(maps)
+    else:
+        indices, lo, hi = _one_sample_at_a_time(
+            lambda sample: [v[0] for v in levels(sample[tf.newaxis])],
+            maps,
+            (tf.uint8, tf.float32, tf.float32),
+        )
     return tile(indices, grid, padding=options.padding), lo, hi

@@ -1,14 +1,15 @@
 """Per-layer statistics logged beside the pictures: small tensors, computed in-graph.
 
-Exact for a layer of up to `MAX_VALUES` (131,072) activations over the probe
+Exact for a layer of up to `MAX_VALUES` (65,536) activations over the probe
 batch. A larger layer is summarised from an evenly strided sample of at most
 that many values, whose stride shares no factor with any dimension of the
 output, so every channel and every position is represented; the error of a
-mean or a fraction from 131,072 values is a few tenths of a percent, and it
-keeps the statistics from costing more than the pictures (reading a ResNet's
-full activations several times over took as long as its forward pass). The
-NaN/Inf count always covers every activation.
-"""
+mean or a fraction from that many values is well under one percent. The cap
+keeps the statistics from costing more than the pictures, in time (reading a
+ResNet's full activations several times over took as long as its forward
+pass) and in memory (each statistic's temporary copy is of the sample, at
+most 256 KB, and they are made one after another). The NaN/Inf count always
+covers every activation."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import math
 import tensorflow as tf
 
 HISTOGRAM_BINS = 30
-MAX_VALUES = 2**17
+MAX_VALUES = 2**16
 
 
 def sample_stride(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
@@ -36,14 +37,19 @@ def sample_stride(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
 def count_nonfinite(x: tf.Tensor) -> tf.Tensor:
     """The number of NaN/Inf values in `x`, as float32.
 
-    One reduction when there are none (a NaN or Inf makes the sum non-finite);
-    only then are they counted.
+    One reduction, without a copy, when there are none (a NaN or Inf makes
+    a float32 sum non-finite; other float types are checked value by value,
+    a float16 sum overflows too easily); only then are they counted.
     """
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         return tf.constant(0.0)
+    if x.dtype == tf.float32:
+        clean = tf.math.is_finite(tf.reduce_sum(x))
+    else:
+        clean = tf.reduce_all(tf.math.is_finite(x))
     return tf.cond(
-        tf.math.is_finite(tf.reduce_sum(tf.cast(x, tf.float32))),
+        clean,
         lambda: tf.constant(0.0),
         lambda: tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(x)), tf.float32)),
     )
@@ -63,27 +69,32 @@ def layer_statistics(
     x = tf.convert_to_tensor(x)
     shape = tuple(1 if size is None else size for size in x.shape)
     values = tf.cast(tf.reshape(x, [-1])[:: sample_stride(shape, max_values)], tf.float32)
-    finite = tf.math.is_finite(values)
-    weights = tf.cast(finite, tf.float32)
-    clean = tf.where(finite, values, 0.0)
-    count = tf.reduce_sum(weights)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(clean), count)
-    variance = tf.math.divide_no_nan(tf.reduce_sum(tf.square(clean - mean) * weights), count)
-    lo = tf.where(count > 0, tf.reduce_min(tf.where(finite, values, float("inf"))), 0.0)
-    hi = tf.where(count > 0, tf.reduce_max(tf.where(finite, values, float("-inf"))), 0.0)
-
-    # A constant layer still gets a visible bin of width 1 around its value.
-    width = tf.where(hi > lo, hi - lo, 1.0)
-    left = tf.where(hi > lo, lo, lo - 0.5)
-    counts = tf.histogram_fixed_width(
-        tf.boolean_mask(values, finite), tf.stack([left, left + width]), nbins=bins
+    nonfinite = count_nonfinite(x)
+    # Only when there are NaN/Inf values is a copy without them made.
+    finite = tf.cond(
+        nonfinite > 0,
+        lambda: tf.boolean_mask(values, tf.math.is_finite(values)),
+        lambda: values,
     )
+    count = tf.cast(tf.size(finite), tf.float32)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(finite), count)
+    lo = tf.where(count > 0, tf.reduce_min(finite), 0.0)
+    hi = tf.where(count > 0, tf.reduce_max(finite), 0.0)
+    # One full-size temporary at a time: the variance's, the histogram's, the zero count's.
+    variance = tf.math.divide_no_nan(tf.reduce_sum(tf.square(finite - mean)), count)
+    with tf.control_dependencies([variance]):
+        # A constant layer still gets a visible bin of width 1 around its value.
+        width = tf.where(hi > lo, hi - lo, 1.0)
+        left = tf.where(hi > lo, lo, lo - 0.5)
+        counts = tf.histogram_fixed_width(finite, tf.stack([left, left + width]), nbins=bins)
+    with tf.control_dependencies([counts]):
+        zero_fraction = tf.reduce_mean(tf.cast(tf.equal(values, 0.0), tf.float32))
     edges = left + width * tf.range(bins + 1, dtype=tf.float32) / bins
     histogram = tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float32)], axis=1)
     return {
         "mean": mean,
         "std": tf.sqrt(variance),
-        "zero_fraction": tf.reduce_mean(tf.cast(tf.equal(values, 0.0), tf.float32)),
-        "nonfinite": count_nonfinite(x),
+        "zero_fraction": zero_fraction,
+        "nonfinite": nonfinite,
         "histogram": histogram,
     }

@@ -64,8 +64,8 @@ def test_to_maps_channels_last_and_first_agree():
     """A rank-4 output gives one map per channel, the same for both data formats."""
     x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # N, H, W, C
     maps, grid = pictures.to_maps(x)
-    assert maps.shape == (2, 5, 3, 4) and grid == (2, 3)
-    np.testing.assert_array_equal(maps[1, 2], x[1, :, :, 2])
+    assert maps.shape == (2, 3, 4, 5) and grid == (2, 3)
+    np.testing.assert_array_equal(maps[1, :, :, 2], x[1, :, :, 2])
     first, grid_first = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True)
     np.testing.assert_array_equal(first, maps)
     assert grid_first == grid
@@ -74,25 +74,25 @@ def test_to_maps_channels_last_and_first_agree():
 def test_to_maps_caps_channels():
     """Only the first max_channels channels are kept."""
     maps, grid = pictures.to_maps(np.zeros((1, 2, 2, 100), np.float32), max_channels=32)
-    assert maps.shape == (1, 32, 2, 2) and grid == (4, 8)
+    assert maps.shape == (1, 2, 2, 32) and grid == (4, 8)
 
 
 def test_to_maps_other_ranks():
     """Ranks 2, 3 and 5 become a unit block, a channel x time strip and depth tiles."""
     dense = np.arange(2 * 6, dtype=np.float32).reshape(2, 6)
     maps, grid = pictures.to_maps(dense)
-    assert maps.shape == (2, 1, 2, 3) and grid == (1, 1)
-    np.testing.assert_array_equal(maps[1, 0], [[6, 7, 8], [9, 10, 11]])
+    assert maps.shape == (2, 2, 3, 1) and grid == (1, 1)
+    np.testing.assert_array_equal(maps[1, :, :, 0], [[6, 7, 8], [9, 10, 11]])
 
     seq = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)  # N, T, C
     maps, grid = pictures.to_maps(seq)
-    assert maps.shape == (2, 1, 3, 5) and grid == (1, 1)
-    np.testing.assert_array_equal(maps[0, 0], seq[0].T)
+    assert maps.shape == (2, 3, 5, 1) and grid == (1, 1)
+    np.testing.assert_array_equal(maps[0, :, :, 0], seq[0].T)
 
     vol = np.random.default_rng(0).random((1, 4, 3, 3, 2)).astype(np.float32)  # N, D, H, W, C
     maps, grid = pictures.to_maps(vol)
-    assert maps.shape == (1, 8, 3, 3) and grid == (2, 4)
-    np.testing.assert_array_equal(maps[0, 4 + 2], vol[0, 2, :, :, 1])  # channel 1, depth 2
+    assert maps.shape == (1, 3, 3, 8) and grid == (2, 4)
+    np.testing.assert_array_equal(maps[0, :, :, 4 + 2], vol[0, 2, :, :, 1])  # channel 1, depth 2
 
 
 def test_to_maps_casts_float16():
@@ -121,7 +121,7 @@ def test_to_maps_shrinks_before_transposing(channels_first):
     x = np.random.default_rng(2).random((2, 8, 8, 4)).astype(np.float32)
     maps, grid = pictures.to_maps(x, max_size=9, padding=1)  # 2x2 grid of 4x4 maps: 4 + 1 + 4
     assert grid == (2, 2) and maps.shape == (2, 4, 4, 4)
-    expected = x.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4)).transpose(0, 3, 1, 2)
+    expected = x.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4))
     if channels_first:
         maps, _ = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True, max_size=9)
     np.testing.assert_allclose(maps, expected, rtol=1e-6)
@@ -131,17 +131,20 @@ def test_to_maps_shrinks_volumes_and_sequences():
     """Depth slices and heat strips shrink too, to fit max_size."""
     vol = np.random.default_rng(0).random((1, 2, 8, 8, 3)).astype(np.float32)
     maps, grid = pictures.to_maps(vol, max_size=17)  # 3 channel rows x 2 depth columns
-    assert grid == (3, 2) and maps.shape == (1, 6, 5, 5)  # 3 rows of 5 + 2 separators = 17
-    np.testing.assert_allclose(maps[0, 1], pictures.downsample(vol[:, 1, :, :, :1], (5, 5))[0, :, :, 0])
+    assert grid == (3, 2) and maps.shape == (1, 5, 5, 6)  # 3 rows of 5 + 2 separators = 17
+    np.testing.assert_allclose(
+        maps[0, :, :, 1], pictures.downsample(vol[:, 1, :, :, :1], (5, 5))[0, :, :, 0]
+    )
     strip, _ = pictures.to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
-    assert strip.shape == (1, 1, 6, 50)  # time shrinks; the 6 channels keep their rows
+    assert strip.shape == (1, 6, 50, 1)  # time shrinks; the 6 channels keep their rows
     long, _ = pictures.to_maps(np.ones((1, 2000, 300), np.float32), max_size=256)
-    assert long.shape == (1, 1, 256, 256)
+    assert long.shape == (1, 256, 256, 1)
 
 
 def test_value_range_per_map_and_per_layer():
     """'map' gives each map its own min/max; otherwise one range covers all maps and samples."""
-    maps = np.array([[[[0, 1]], [[10, 30]]], [[[-5, 2]], [[4, 4]]]], np.float32)  # (2, 2, 1, 2)
+    maps = np.array([[[[0, 1]], [[10, 30]]], [[[-5, 2]], [[4, 4]]]], np.float32)  # (N, M, h, w)
+    maps = maps.transpose(0, 2, 3, 1)  # (N, h, w, M) = (2, 1, 2, 2)
     lo, hi = pictures.value_range(maps, per_map=True)
     np.testing.assert_array_equal(lo.numpy().ravel(), [0, 10, -5, 4])
     np.testing.assert_array_equal(hi.numpy().ravel(), [1, 30, 2, 4])
@@ -152,21 +155,41 @@ def test_value_range_per_map_and_per_layer():
 def test_value_range_percentile_ignores_outlier():
     """A single outlier is clipped instead of squeezing every other value to black."""
     values = np.concatenate([np.linspace(0, 1, 199), [1000.0]]).astype(np.float32)
-    maps = values.reshape(1, 1, 10, 20)
+    maps = values.reshape(1, 10, 20, 1)
     lo, hi = pictures.value_range(maps, per_map=True, clip_percentile=1.0)
     assert lo.numpy().item() == pytest.approx(values[2]) and hi.numpy().item() == pytest.approx(values[197])
     _, hi_raw = pictures.value_range(maps, per_map=True)
     assert hi_raw.numpy().item() == 1000.0
 
 
+def _nearest_rank(values, q):
+    finite = np.sort(values[np.isfinite(values)])
+    return finite[int(np.round(np.float32(q) * np.float32(len(finite) - 1)))]
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0, 5.0, 25.0])
+@pytest.mark.parametrize("per_map", [True, False])
+def test_value_range_percentiles_match_numpy(clip, per_map):
+    """Nearest-rank percentiles, per map or per layer, as NumPy ranks them: with every value
+    finite (the partial ranking) and with a NaN in another map (the sorting)."""
+    maps = np.random.default_rng(3).normal(size=(3, 9, 7, 5)).astype(np.float32)  # (N, h, w, M)
+    for data in (maps, np.where(np.arange(5) == 4, np.nan, maps).astype(np.float32)):
+        lo, hi = (v.numpy() for v in pictures.value_range(data, per_map=per_map, clip_percentile=clip))
+        groups = data.transpose(0, 3, 1, 2).reshape(15, -1) if per_map else data.reshape(1, -1)
+        expected_lo = [_nearest_rank(g, clip / 100) if np.isfinite(g).any() else 0 for g in groups]
+        expected_hi = [_nearest_rank(g, 1 - clip / 100) if np.isfinite(g).any() else 0 for g in groups]
+        np.testing.assert_array_equal(lo.reshape(3, 5).ravel() if per_map else lo.ravel(), expected_lo)
+        np.testing.assert_array_equal(hi.reshape(3, 5).ravel() if per_map else hi.ravel(), expected_hi)
+
+
 def test_value_range_ignores_nonfinite_and_can_be_symmetric():
     """NaN/Inf do not enter the range; symmetric ranges centre 0."""
-    maps = np.array([np.nan, -2.0, 1.0, np.inf], np.float32).reshape(1, 1, 2, 2)
+    maps = np.array([np.nan, -2.0, 1.0, np.inf], np.float32).reshape(1, 2, 2, 1)
     lo, hi = pictures.value_range(maps, per_map=True)
     assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 1.0)
     lo, hi = pictures.value_range(maps, per_map=True, symmetric=True)
     assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 2.0)
-    empty = np.full((1, 1, 1, 2), np.nan, np.float32)
+    empty = np.full((1, 1, 2, 1), np.nan, np.float32)
     assert [v.numpy().item() for v in pictures.value_range(empty, per_map=True)] == [0.0, 0.0]
 
 
@@ -188,9 +211,9 @@ def test_quantize_exact_levels_and_nonfinite_marker():
 
 def test_tile_layout_with_separators():
     """Tiles go row by row with 1-pixel separators; empty cells are separator-coloured."""
-    maps = np.zeros((1, 3, 2, 2), np.uint8)
+    maps = np.zeros((1, 2, 2, 3), np.uint8)  # (N, h, w, M)
     for m in range(3):
-        maps[0, m] = 10 * (m + 1)
+        maps[0, :, :, m] = 10 * (m + 1)
     image = pictures.tile(maps, (2, 2), padding=1).numpy()
     assert image.shape == (1, 5, 5)
     np.testing.assert_array_equal(image[0, 0:2, 0:2], 10)
@@ -231,6 +254,31 @@ def test_render_layer_and_fixed_ranges():
     np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4]], level([0, 0.5, 0.125, 0.25]))
     _, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
     assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
+
+
+@pytest.mark.parametrize("normalize", ["map", "layer"])
+def test_render_all_at_once_and_one_sample_at_a_time_agree(normalize):
+    """Maps as large as the output are pictured one sample at a time, smaller ones all at
+    once; both give the same pixels and ranges."""
+    x = np.random.default_rng(5).normal(size=(3, 6, 5, 130)).astype(np.float32)
+    x[1, 2, 3, 7] = np.nan
+    options = PictureOptions(normalize=normalize, max_channels=64)
+    at_once = pictures.render(x, options)  # 64 of 130 channels: maps under half the output
+    per_sample = pictures.render(x[..., :64], options)  # maps are the whole output
+    np.testing.assert_array_equal(at_once[0], per_sample[0])
+    assert at_once[0][1, 2, 3 + 7 * 6] == NONFINITE_INDEX
+    for a, b in zip(at_once[1:], per_sample[1:]):
+        np.testing.assert_array_equal(np.broadcast_to(a, b.shape), b)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_render_marks_nan_and_inf(value):
+    """NaN and +-Inf pixels get the marker index, not the end of the colour range."""
+    x = np.random.default_rng(6).random((1, 4, 4, 1)).astype(np.float32)
+    x[0, 1, 2, 0] = value
+    image = pictures.render(x, PictureOptions())[0].numpy()
+    assert image[0, 1, 2] == NONFINITE_INDEX
+    assert (np.delete(image.ravel(), 6) < LEVELS).all()
 
 
 def test_render_does_not_modify_input():
