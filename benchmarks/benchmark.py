@@ -1,29 +1,29 @@
 """What ActivationLogger costs per logged epoch, beside its own baseline.
 
-    python benchmarks/benchmark.py                 # all cases, prints a Markdown table
+    python benchmarks/benchmark.py                 # all cases (~10 min), prints a Markdown table
     python benchmarks/benchmark.py --cases mnist   # one case
 
 For each case, in one run:
 
 - *bare forward*: one ``tf.function`` forward pass of the probe batch (median of 7);
-- *extra / epoch*: ``fit()`` with the logger minus ``fit()`` without it, per
-  logged epoch, steady state (the logger is built in a warm-up fit first; the
-  one-time build and tracing cost is its own column). Both fits run the same
-  epochs; the median of several repeats is taken. Work on tbviz's writer
-  thread is included wherever it competes with training;
-- *ratio*: extra / bare forward; *% of epoch*: extra / a training epoch;
+- *extra / logged epoch*: how much longer a logged epoch makes ``fit()``,
+  measured inside one ``fit()`` where the logger logs every 4th epoch, logged
+  and unlogged epochs interleaved (see `time_case`); the interquartile range
+  over rounds is printed beside it. Work on tbviz's writer thread counts
+  wherever it competes with training. The one-time build and tracing (the
+  first logged epoch) is its own column;
+- *ratio*: extra / bare forward; *% of epoch*: extra / an unlogged training epoch;
 - *logging step alone*: the same work timed directly, out of ``fit()``: the
   traced step (its own forward pass, pictures, statistics) and the encoding
-  and writing (median of 5), with its ratio to the bare forward pass. On a
-  small, shared machine the end-to-end difference of two ``fit()`` timings
-  is much noisier than this;
+  and writing (median of 5), with its ratio to the bare forward pass;
 - *bytes / epoch*: event-file bytes of the ``activations`` run per logged epoch;
 - *memory*: peak RSS growth of one logging step (forward pass + pictures +
   statistics + writing) and of one bare forward pass, each measured in a fresh
-  process after a warm-up, as Linux's RSS high-water mark (reset through
-  ``/proc/self/clear_refs``), with glibc's malloc returning large blocks to
-  the system at once (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's pooling
-  allocator off (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live memory.
+  process after a warm-up (median of 5 steps), as Linux's RSS high-water mark
+  (reset through ``/proc/self/clear_refs``), with glibc's malloc returning
+  large blocks to the system at once (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's
+  pooling allocator off (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live
+  memory.
 
 No weights are downloaded (``weights=None``); no data set either (MNIST is the
 shipped test split).
@@ -50,6 +50,7 @@ import tensorflow as tf  # noqa: E402
 from tbviz import ActivationLogger  # noqa: E402
 
 CASES = ("mnist", "resnet50", "mobilenetv2")
+PERIOD = 4  # the logger logs every 4th epoch of the timed fit()
 
 
 def make_case(name: str):
@@ -108,29 +109,61 @@ def event_bytes(run_dir: str) -> int:
     )
 
 
-def time_case(name: str, epochs: int, repeats: int) -> dict:
+class EpochClock(keras.callbacks.Callback):
+    """Wall-clock time of every epoch: from its start to the next one's start (the last
+    one: to its end), so each epoch's own end-of-epoch work (the logger's) counts in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[float] = []
+        self.end = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.starts.append(time.perf_counter())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end = time.perf_counter()
+
+    def durations(self) -> np.ndarray:
+        return np.diff([*self.starts, self.end])
+
+
+def time_case(name: str, rounds: int) -> dict:
+    """Times one case: the logger's extra wall time per logged epoch, inside ``fit()``.
+
+    One ``fit()`` runs ``PERIOD * (rounds + 1)`` epochs with the logger logging every
+    ``PERIOD``-th (``freq=PERIOD``): each round is a logged epoch, the unlogged epoch
+    after it (where the writer thread finishes the logged epoch, competing with
+    training; the round's last epoch is unlogged, so nothing is left for the final
+    wait in ``on_train_end``), then two unlogged epochs as the baseline. The extra per logged epoch is
+    the median over rounds of (logged + next) - (the two baseline epochs): logged and
+    baseline epochs interleave in the same run, so slow drifts and bursts of a shared
+    machine cancel out instead of landing on one side. The first round (the first epoch
+    of ``fit()`` sets up Keras' data iterator) is left out.
+    """
     model, x, y, batch_size, probe, kwargs, what = make_case(name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     forward = bare_forward_seconds(model, probe)
+    # A repeated tf.data pipeline: fed NumPy arrays, Keras shuffles and slices them anew
+    # each epoch, partly in the background, which makes epoch times bimodal (0.9 s or
+    # 1.25 s for the MNIST case, at random) and would drown what is measured here.
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat()
+    steps = len(x) // batch_size
 
-    def fit(callbacks) -> float:
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks)
-        return time.perf_counter() - start
+    def fit(epochs, callbacks=()):
+        model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
 
     with tempfile.TemporaryDirectory() as log_dir:
-        logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
-        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # traces the train step
-        plain_first = fit([])
-        with_first = fit([logger])  # builds the activation model and traces it once
+        logger = ActivationLogger(probe, log_dir=log_dir, freq=PERIOD, **kwargs)
+        fit(2)  # traces the train step
+        warm_up = EpochClock()
+        fit(2, [logger, warm_up])  # builds and traces the logger in epoch 0; epoch 1 is plain
         layers = len(logger._selected)
         run_dir = logger._writer.run_dir
         bytes_before = event_bytes(run_dir)
-        plain, logged = [], []
-        for _ in range(repeats):
-            plain.append(fit([]))
-            logged.append(fit([logger]))
-        per_epoch = (event_bytes(run_dir) - bytes_before) / (repeats * epochs)
+        clock = EpochClock()  # last, so that each epoch's clock stops after the logger's work
+        fit(PERIOD * (rounds + 1), [logger, clock])
+        per_epoch = (event_bytes(run_dir) - bytes_before) / (rounds + 1)
         # The logging step alone, out of fit(): the traced step on the training thread,
         # then the PNG encoding and writing that the writer thread does.
         step_times, write_times = [], []
@@ -141,8 +174,10 @@ def time_case(name: str, epochs: int, repeats: int) -> dict:
             logger._write(epoch, layers_out)
             step_times.append(middle - start)
             write_times.append(time.perf_counter() - middle)
-    extra = (statistics.median(logged) - statistics.median(plain)) / epochs
-    epoch = statistics.median(plain) / epochs
+    d = clock.durations().reshape(rounds + 1, PERIOD)[1:]
+    extras = d[:, 0] + d[:, 1] - d[:, 2] - d[:, 3]
+    epoch = float(np.median(d[:, 2:]))
+    extra = float(np.median(extras))
     return {
         "case": name,
         "what": what,
@@ -151,9 +186,11 @@ def time_case(name: str, epochs: int, repeats: int) -> dict:
         "forward_s": forward,
         "epoch_s": epoch,
         "extra_s": extra,
+        "extra_iqr_s": [float(v) for v in np.percentile(extras, [25, 75])],
+        "rounds": rounds,
         "ratio": extra / forward,
         "percent_of_epoch": 100 * extra / epoch,
-        "build_s": with_first - plain_first - extra * epochs,
+        "build_s": float(warm_up.durations()[0] - warm_up.durations()[1]),
         "step_s": statistics.median(step_times),
         "write_s": statistics.median(write_times),
         "bytes_per_epoch": per_epoch,
@@ -179,12 +216,14 @@ def _peak_growth(action) -> int:
     return (_status_kb("VmHWM") - baseline) * 1024
 
 
-def measure_memory(name: str, mode: str) -> int:
+def measure_memory(name: str, mode: str, repeats: int = 5) -> int:
     model, _, _, _, probe, kwargs, _ = make_case(name)
     if mode == "forward":
         forward = tf.function(lambda x: model(x, training=False))
         forward(probe)
-        return _peak_growth(lambda: np.asarray(forward(probe)))
+        return statistics.median(
+            _peak_growth(lambda: np.asarray(forward(probe))) for _ in range(repeats)
+        )
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
         logger.set_model(model)
@@ -195,7 +234,9 @@ def measure_memory(name: str, mode: str) -> int:
             logger._wait_for_writes()
 
         log_epoch(0)
-        return _peak_growth(lambda: log_epoch(1))
+        return statistics.median(
+            _peak_growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1)
+        )
 
 
 def memory_case(name: str) -> dict:
@@ -212,20 +253,25 @@ def memory_case(name: str) -> dict:
     return result
 
 
+def _mb(value: float) -> str:
+    return f"{value:.2f} MB" if value < 10 else f"{value:.0f} MB"
+
+
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| case | layers (cards) | bare forward | training epoch | extra / logged epoch "
+        "| case | layers (cards) | bare forward | training epoch | extra / logged epoch (IQR) "
         "| overhead ratio | % of epoch | logging step alone: traced step + writing (ratio) "
         "| one-time build | event bytes / epoch | peak RSS growth: logging / forward |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| **{r['case']}**: {r['what']} | {r['layers']} ({r['cards']}) | {r['forward_s']:.3f} s "
-        f"| {r['epoch_s']:.2f} s | {r['extra_s']:.3f} s | {r['ratio']:.2f} | {r['percent_of_epoch']:.1f}% "
+        f"| {r['epoch_s']:.2f} s | {r['extra_s']:.3f} s ({r['extra_iqr_s'][0]:.3f} to {r['extra_iqr_s'][1]:.3f}) "
+        f"| {r['ratio']:.2f} | {r['percent_of_epoch']:.1f}% "
         f"| {r['step_s']:.3f} s + {r['write_s']:.3f} s "
         f"({(r['step_s'] + r['write_s']) / r['forward_s']:.2f}) "
         f"| {r['build_s']:.1f} s | {r['bytes_per_epoch'] / 1e6:.2f} MB "
-        f"| {r['logging_mb']:.0f} MB / {r['forward_mb']:.0f} MB = {r['memory_ratio']:.2f}x |"
+        f"| {_mb(r['logging_mb'])} / {_mb(r['forward_mb'])} = {r['memory_ratio']:.2f}x |"
         for r in rows
     ]
     return head + "\n".join(lines)
@@ -234,7 +280,9 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {CASES}")
-    parser.add_argument("--repeats", type=int, default=5, help="timed fits per variant")
+    parser.add_argument(
+        "--rounds", type=int, default=8, help=f"timed rounds of {PERIOD} epochs (one logged) per case"
+    )
     parser.add_argument("--memory", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory:
@@ -242,8 +290,7 @@ def main() -> None:
         return
     rows = []
     for name in args.cases.split(","):
-        epochs = 3
-        row = time_case(name, epochs=epochs, repeats=args.repeats)
+        row = time_case(name, rounds=args.rounds)
         row.update(memory_case(name))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)

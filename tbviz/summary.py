@@ -4,8 +4,10 @@ Pictures are written in the format of ``tf.summary.image`` (TensorBoard's
 ``images`` plugin: a string tensor ``[width, height, png_0, ..., png_k-1]``),
 but as 8-bit palette PNGs encoded with Pillow instead of RGB PNGs: the same
 colours, about a third of the bytes and of the encoding time. Tags come from
-`tbviz.metadata`. Every write is explicit about its step and
-is wrapped in ``record_if(True)``: Keras' ``TensorBoard`` callback with an
+`tbviz.metadata`. A layer's pictures, scalars and histogram are one
+``Summary`` written at once (``tf.summary.experimental.write_raw_pb``), values
+laid out as ``tf.summary.image``, ``scalar`` and ``histogram`` lay them out.
+Every write is explicit about its step and is wrapped in ``record_if(True)``: Keras' ``TensorBoard`` callback with an
 ``update_freq`` other than ``"epoch"`` pushes a global ``record_if`` for the
 whole ``fit()`` that would otherwise silently drop our epoch-end summaries.
 """
@@ -19,8 +21,11 @@ import os
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.util import tensor_util
 
 from tbviz import metadata
 
@@ -72,22 +77,19 @@ class LayerSummaryWriter:
         height, width = pictures.shape[1:]
         images = [str(width).encode(), str(height).encode()]
         images += [encode_palette_png(picture, palette) for picture in pictures]
+        summary = summary_pb2.Summary()
+        image_tag = metadata.tag(metadata.IMAGE, layer_path)
+        _add(summary, image_tag, np.array(images, object), image_metadata.create_summary_metadata(None, description))
+        for kind, value in (statistics or {}).items():
+            tag = metadata.tag(kind, layer_path)
+            _add(summary, tag, np.float32(value), scalar_metadata.create_summary_metadata(tag, ""))
+        if histogram is not None:
+            tag = metadata.tag(metadata.DISTRIBUTION, layer_path)
+            _add(summary, tag, np.asarray(histogram, np.float64), histogram_metadata.create_summary_metadata(tag, ""))
         self._pending = True
+        # One write of the whole layer: a TensorFlow op per value would cost more than the PNGs.
         with self._get().as_default(step=step), tf.summary.record_if(True):
-            tf.summary.write(
-                metadata.tag(metadata.IMAGE, layer_path),
-                tf.constant(images, tf.string),
-                metadata=image_metadata.create_summary_metadata(None, description),
-            )
-            for kind, value in (statistics or {}).items():
-                tf.summary.scalar(metadata.tag(kind, layer_path), value)
-            if histogram is not None:
-                tag = metadata.tag(metadata.DISTRIBUTION, layer_path)
-                tf.summary.write(
-                    tag,
-                    tf.constant(histogram, tf.float64),
-                    metadata=histogram_metadata.create_summary_metadata(tag, ""),
-                )
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
     def flush(self) -> None:
         """Makes everything written so far visible on disk (and to a running TensorBoard).
@@ -126,6 +128,12 @@ class LayerSummaryWriter:
         finally:
             if self._writer is not None:
                 self._discard()
+
+
+def _add(summary: summary_pb2.Summary, tag: str, value: np.ndarray, plugin: summary_pb2.SummaryMetadata) -> None:
+    """Adds one tensor value with its plugin's metadata, as ``tf.summary.write`` would write it."""
+    entry = summary.value.add(tag=tag, tensor=tensor_util.make_tensor_proto(value))
+    entry.metadata.CopyFrom(plugin)
 
 
 def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
