@@ -550,6 +550,38 @@ def test_subclassed_model_nested_in_a_functional_one(tmp_path, images12):
     )
 
 
+class DataDependentNet(keras.Model):
+    """Python control flow on a tensor's value: only runs eagerly (``run_eagerly=True``)."""
+
+    def __init__(self):
+        super().__init__(name="eager_net")
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")
+        self.pool = keras.layers.GlobalAveragePooling2D(name="gap")
+        self.head = keras.layers.Dense(3, activation="softmax", name="head")
+
+    def call(self, x, training=False):
+        x = self.conv(x)
+        if float(keras.ops.mean(x)) < 0:  # never true after a ReLU; needs a concrete value
+            x = -x
+        return self.head(self.pool(x))
+
+
+def test_run_eagerly_model_is_logged_eagerly(tmp_path, images12):
+    """A model that only runs eagerly (compiled with run_eagerly=True) is logged eagerly
+    too, with the pictures of its real outputs."""
+    x, y, probe = images12
+    keras.utils.set_random_seed(0)
+    model = DataDependentNet()
+    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+    logger = ActivationLogger(probe, log_dir=tmp_path, layers="conv", **GRAY)
+    assert fit(model, x, y, logger) == []
+    result = read_activations(tmp_path)
+    assert_logged(result, {"conv": (21, 21)}, samples=2)
+    indices, _, _ = render(model.conv(probe), logger.options)
+    for picture, want in zip(pictures_at(result, "conv", 1), logger.options.palette[indices.numpy()]):
+        np.testing.assert_array_equal(picture, want)
+
+
 @pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer 'net'")
 def test_capture_restores_calls_when_the_model_fails(images12):
     """If the model raises during capture, every layer's own call is back afterwards."""
