@@ -17,13 +17,17 @@ For each case, in one run:
   traced step (its own forward pass, pictures, statistics) and the encoding
   and writing (median of 5), with its ratio to the bare forward pass;
 - *bytes / epoch*: event-file bytes of the ``activations`` run per logged epoch;
-- *memory*: peak RSS growth of one logging step (forward pass + pictures +
+- *memory*: peak growth of one logging step (forward pass + pictures +
   statistics + writing) and of one bare forward pass, each measured in a fresh
-  process after a warm-up (median of 5 steps), as Linux's RSS high-water mark
-  (reset through ``/proc/self/clear_refs``), with glibc's malloc returning
-  large blocks to the system at once (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's
-  pooling allocator off (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live
-  memory.
+  process after a warm-up (median of 5), two ways: as RSS, Linux's resident
+  high-water mark (reset through ``/proc/self/clear_refs``), with glibc's
+  malloc returning large blocks to the system at once
+  (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's pooling allocator off
+  (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live memory; and as tensor
+  memory, the peak of what TensorFlow's CPU allocator hands out
+  (``TF_CPU_ALLOCATOR_USE_BFC=true`` makes it keep statistics), which leaves
+  out fixed costs (the PNG compressor's state, runtime bookkeeping) that
+  dominate RSS when the forward pass is small.
 
 No weights are downloaded (``weights=None``); no data set either (MNIST is the
 shipped test split).
@@ -216,14 +220,23 @@ def _peak_growth(action) -> int:
     return (_status_kb("VmHWM") - baseline) * 1024
 
 
-def measure_memory(name: str, mode: str, repeats: int = 5) -> int:
+def _tensor_peak_growth(action) -> int:
+    """Peak growth, in bytes, of the memory TensorFlow's CPU allocator hands out to tensors
+    while `action` runs (needs ``TF_CPU_ALLOCATOR_USE_BFC=true`` for the allocator's stats)."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    action()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+
+
+def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float:
+    """Median peak growth of `repeats` bare forward passes or logging steps, after a warm-up."""
+    growth = _peak_growth if kind == "rss" else _tensor_peak_growth
     model, _, _, _, probe, kwargs, _ = make_case(name)
     if mode == "forward":
         forward = tf.function(lambda x: model(x, training=False))
         forward(probe)
-        return statistics.median(
-            _peak_growth(lambda: np.asarray(forward(probe))) for _ in range(repeats)
-        )
+        return statistics.median(growth(lambda: np.asarray(forward(probe))) for _ in range(repeats))
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
         logger.set_model(model)
@@ -234,22 +247,29 @@ def measure_memory(name: str, mode: str, repeats: int = 5) -> int:
             logger._wait_for_writes()
 
         log_epoch(0)
-        return statistics.median(
-            _peak_growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1)
-        )
+        return statistics.median(growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1))
+
+
+# RSS follows live memory only if freed memory goes back to the system at once: glibc's
+# malloc returns large blocks (MALLOC_MMAP_THRESHOLD_) and oneDNN's pooling allocator is off.
+# Tensor memory is read from TensorFlow's allocator, in its BFC form, which keeps statistics.
+_MEMORY_ENV = {
+    "rss": {"MALLOC_MMAP_THRESHOLD_": "65536", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    "tensors": {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_ENABLE_ONEDNN_OPTS": "0"},
+}
 
 
 def memory_case(name: str) -> dict:
-    # oneDNN's pooling CPU allocator keeps freed memory, hiding live memory from RSS: off here.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TF_ENABLE_ONEDNN_OPTS="0")
+    """Peak memory growth of a logging step and of a bare forward pass, each in a fresh process."""
     result = {}
-    for mode in ("forward", "logging"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory", name, mode],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        result[f"{mode}_mb"] = json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
-    result["memory_ratio"] = result["logging_mb"] / max(result["forward_mb"], 1e-9)
+    for kind, env in _MEMORY_ENV.items():
+        for mode in ("forward", "logging"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory", name, mode, kind],
+                env=dict(os.environ, **env), capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            result[f"{kind}_{mode}_mb"] = json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
+        result[f"{kind}_ratio"] = result[f"{kind}_logging_mb"] / max(result[f"{kind}_forward_mb"], 1e-9)
     return result
 
 
@@ -261,8 +281,9 @@ def markdown(rows: list[dict]) -> str:
     head = (
         "| case | layers (cards) | bare forward | training epoch | extra / logged epoch (IQR) "
         "| overhead ratio | % of epoch | logging step alone: traced step + writing (ratio) "
-        "| one-time build | event bytes / epoch | peak RSS growth: logging / forward |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| one-time build | event bytes / epoch | peak RSS growth: logging / forward "
+        "| peak tensor memory: logging / forward |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| **{r['case']}**: {r['what']} | {r['layers']} ({r['cards']}) | {r['forward_s']:.3f} s "
@@ -271,7 +292,8 @@ def markdown(rows: list[dict]) -> str:
         f"| {r['step_s']:.3f} s + {r['write_s']:.3f} s "
         f"({(r['step_s'] + r['write_s']) / r['forward_s']:.2f}) "
         f"| {r['build_s']:.1f} s | {r['bytes_per_epoch'] / 1e6:.2f} MB "
-        f"| {_mb(r['logging_mb'])} / {_mb(r['forward_mb'])} = {r['memory_ratio']:.2f}x |"
+        f"| {_mb(r['rss_logging_mb'])} / {_mb(r['rss_forward_mb'])} = {r['rss_ratio']:.2f}x "
+        f"| {_mb(r['tensors_logging_mb'])} / {_mb(r['tensors_forward_mb'])} = {r['tensors_ratio']:.2f}x |"
         for r in rows
     ]
     return head + "\n".join(lines)
@@ -283,7 +305,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=8, help=f"timed rounds of {PERIOD} epochs (one logged) per case"
     )
-    parser.add_argument("--memory", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=3, metavar=("CASE", "MODE", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory:
         print(json.dumps(measure_memory(*args.memory)))
