@@ -28,10 +28,10 @@ _DIVERGING = {
 class ActivationLogger(keras.callbacks.Callback):
     """Logs each selected layer's feature maps on a fixed probe batch to TensorBoard.
 
-    At the end of every `freq`-th epoch the probe batch goes once through an
-    activation model (built once, run in inference mode inside a
-    ``tf.function``); each selected layer's output becomes one picture per
-    probe sample (its channels normalised, colour-mapped and tiled in a
+    At the end of every `freq`-th epoch the probe batch goes once through the
+    model (in inference mode, inside a ``tf.function`` traced once), and each
+    selected layer's output, the moment the layer returns it, becomes one
+    picture per probe sample (its channels normalised, colour-mapped and tiled in a
     near-square grid; see `tbviz.pictures` for every output rank) written in
     ``tf.summary.image``'s format to the run ``<log_dir>/activations`` under
     the tag ``feature_maps/<layer path>``, at step = Keras' epoch index, beside
@@ -41,9 +41,9 @@ class ActivationLogger(keras.callbacks.Callback):
     everything is on disk when ``fit()`` returns.
 
     Functional and Sequential models, nested models (transfer learning: inner
-    layers by path) and subclassed models (their layers are captured by
-    running the model eagerly with the layers' calls wrapped; paths are the
-    tracked attribute names) all work. Under a multi-worker
+    layers by path) and subclassed models (paths are the tracked attribute
+    names) all work: the selected layers' ``call`` is wrapped while the step
+    is traced (see `tbviz.capture`). Under a multi-worker
     ``tf.distribute`` strategy only the chief writes; the other workers do no
     logging work.
 
