@@ -648,7 +648,7 @@ def select_layers(
     return selected
 
 
-# -- the activation model (graph mode) ---------------------------------------------------
+# -- outputs recorded by capture (subclassed models) -------------------------------------
 
 
 def with_outputs(
