@@ -321,11 +321,6 @@ def _board(args: argparse.Namespace) -> int:
         threading.Event().wait()
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
-        sys.stderr.flush()
-        # Leave at once: TensorBoard's loader threads can hold up the interpreter's shutdown
-        # for a long time (seen: over 30 s on a cold first start), and a stopped board has
-        # nothing to save. Its data server subprocess exits when our end of its stdin closes.
-        os._exit(0)
     return 0
 
 
