@@ -126,6 +126,12 @@ def demo_log(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return _demo_cache["log"]
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Board:
     """``tbviz board`` running in a subprocess."""
 
@@ -136,6 +142,9 @@ class Board:
             stderr=subprocess.PIPE,
             text=True,
             env=quiet_env(),
+            # Ctrl+C as in a terminal: a test run started in the background by a script
+            # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=_default_sigint,
         )
         self.first_line = self.process.stdout.readline()
         match = re.search(r"(http://\S+/)", self.first_line)
