@@ -35,9 +35,10 @@ same colours.
 
 Memory: maps stay channels last, the layout of the layer's output, until
 they are 8-bit, so a layer that needs no shrinking is normalised straight
-from its output. Picturing a layer then takes one float copy of its (shrunk)
-maps plus the 8-bit one, one at a time after a per-map percentile range's
-transient copy: never a copy per step of the pipeline.
+from its output. Beyond the maps themselves, `render` then needs one float
+copy of them at a time (for a per-map percentile range, then for
+normalising) plus the 8-bit result; maps that are not much smaller than the
+output are done one probe sample at a time, so that copy is one sample's.
 """
 
 from __future__ import annotations
