@@ -138,14 +138,14 @@ def time_case(name: str, rounds: int) -> dict:
     """Times one case: the logger's extra wall time per logged epoch, inside ``fit()``.
 
     One ``fit()`` runs ``PERIOD * (rounds + 1)`` epochs with the logger logging every
-    ``PERIOD``-th (``freq=PERIOD``): each round is a logged epoch, the unlogged epoch
+    ``PERIOD``-th (``freq=PERIOD``). Each round is a logged epoch, the unlogged epoch
     after it (where the writer thread finishes the logged epoch, competing with
-    training; the round's last epoch is unlogged, so nothing is left for the final
-    wait in ``on_train_end``), then two unlogged epochs as the baseline. The extra per logged epoch is
-    the median over rounds of (logged + next) - (the two baseline epochs): logged and
-    baseline epochs interleave in the same run, so slow drifts and bursts of a shared
-    machine cancel out instead of landing on one side. The first round (the first epoch
-    of ``fit()`` sets up Keras' data iterator) is left out.
+    training), then two unlogged epochs as the baseline; the last epoch of a round is
+    unlogged, so nothing is left for the final wait in ``on_train_end``. The extra per
+    logged epoch is the median over rounds of (logged + next) - (the two baseline
+    epochs): logged and baseline epochs interleave in the same run, so slow drifts and
+    bursts of a shared machine cancel out instead of landing on one side. The first
+    round (the first epoch of ``fit()`` sets up Keras' data iterator) is left out.
     """
     model, x, y, batch_size, probe, kwargs, what = make_case(name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -249,7 +249,9 @@ def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float:
             logger._wait_for_writes()
 
         log_epoch(0)
-        return statistics.median(growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1))
+        return statistics.median(
+            growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1)
+        )
 
 
 # RSS follows live memory only if freed memory goes back to the system at once: glibc's
@@ -271,7 +273,8 @@ def memory_case(name: str) -> dict:
                 env=dict(os.environ, **env), capture_output=True, text=True, check=True,
             )  # fmt: skip
             result[f"{kind}_{mode}_mb"] = json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
-        result[f"{kind}_ratio"] = result[f"{kind}_logging_mb"] / max(result[f"{kind}_forward_mb"], 1e-9)
+        logging_mb, forward_mb = result[f"{kind}_logging_mb"], result[f"{kind}_forward_mb"]
+        result[f"{kind}_ratio"] = logging_mb / max(forward_mb, 1e-9)
     return result
 
 
@@ -289,13 +292,15 @@ def markdown(rows: list[dict]) -> str:
     )
     lines = [
         f"| **{r['case']}**: {r['what']} | {r['layers']} ({r['cards']}) | {r['forward_s']:.3f} s "
-        f"| {r['epoch_s']:.2f} s | {r['extra_s']:.3f} s ({r['extra_iqr_s'][0]:.3f} to {r['extra_iqr_s'][1]:.3f}) "
+        f"| {r['epoch_s']:.2f} s | {r['extra_s']:.3f} s "
+        f"({r['extra_iqr_s'][0]:.3f} to {r['extra_iqr_s'][1]:.3f}) "
         f"| {r['ratio']:.2f} | {r['percent_of_epoch']:.1f}% "
         f"| {r['step_s']:.3f} s + {r['write_s']:.3f} s "
         f"({(r['step_s'] + r['write_s']) / r['forward_s']:.2f}) "
         f"| {r['build_s']:.1f} s | {r['bytes_per_epoch'] / 1e6:.2f} MB "
         f"| {_mb(r['rss_logging_mb'])} / {_mb(r['rss_forward_mb'])} = {r['rss_ratio']:.2f}x "
-        f"| {_mb(r['tensors_logging_mb'])} / {_mb(r['tensors_forward_mb'])} = {r['tensors_ratio']:.2f}x |"
+        f"| {_mb(r['tensors_logging_mb'])} / {_mb(r['tensors_forward_mb'])} "
+        f"= {r['tensors_ratio']:.2f}x |"
         for r in rows
     ]
     return head + "\n".join(lines)
@@ -309,7 +314,9 @@ def main() -> None:
         type=int,
         help=f"timed rounds of {PERIOD} epochs (one logged) per case; default: {ROUNDS}",
     )
-    parser.add_argument("--memory", nargs=3, metavar=("CASE", "MODE", "KIND"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory", nargs=3, metavar=("CASE", "MODE", "KIND"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.memory:
         print(json.dumps(measure_memory(*args.memory)))

@@ -284,11 +284,13 @@ class ActivationLogger(keras.callbacks.Callback):
             missing = [e.path for i, e in enumerate(usable) if i not in results]
             if missing:
                 raise RuntimeError(
-                    f"layers {', '.join(missing)} of model '{model.name}' did not run on the probe batch"
+                    f"layers {', '.join(missing)} of model '{model.name}' did not run on the "
+                    "probe batch"
                 )
             return [results[i] for i in range(len(usable))]
 
-        if not getattr(model, "run_eagerly", False):  # else the model may not be traceable: as in fit(), eagerly
+        # A model compiled with run_eagerly=True may not be traceable: then eagerly, as fit() does.
+        if not getattr(model, "run_eagerly", False):
             step = tf.function(step, reduce_retracing=True, autograph=False)
         self._probe_tensors = probe
         self._step_fn = step

@@ -180,7 +180,7 @@ def to_maps(
 
 
 def _rank(q: float, count: int) -> int:
-    """The nearest rank of quantile `q` among `count` sorted values, as `_finite_quantiles` rounds it."""
+    """The nearest rank of quantile `q` among `count` sorted values, rounded as `tf.round` does."""
     return int(np.round(np.float32(q) * np.float32(max(count - 1, 0))))
 
 
@@ -206,7 +206,7 @@ def _quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.
 
 
 def _all_finite(x: tf.Tensor) -> tf.Tensor:
-    """True when `x` has no NaN/Inf: one sum, no copy (an overflowing sum takes the careful path too)."""
+    """True when `x` has no NaN/Inf: one sum, no copy (an overflowing sum says False: harmless)."""
     return tf.math.is_finite(tf.reduce_sum(x))
 
 
@@ -324,7 +324,7 @@ def palette(name: str) -> np.ndarray:
 
 
 def quantize(unit: tf.Tensor) -> tf.Tensor:
-    """Values in [0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`.
+    """[0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`.
 
     Values below 0 or above 1 get the first or last level.
     """
@@ -345,7 +345,8 @@ def tile(indices: tf.Tensor, grid: tuple[int, int], *, padding: int = 1) -> tf.T
     rows, cols = grid
     n, h, w, m = (tf.shape(indices)[i] for i in range(4))
     fill = tf.constant(SEPARATOR_INDEX, indices.dtype)
-    cells = tf.concat([tf.transpose(indices, [0, 3, 1, 2]), tf.fill([n, rows * cols - m, h, w], fill)], axis=1)
+    cells = tf.transpose(indices, [0, 3, 1, 2])  # (N, M, h, w): 8-bit, so the copy is small
+    cells = tf.concat([cells, tf.fill([n, rows * cols - m, h, w], fill)], axis=1)
     cells = tf.reshape(cells, [n, rows, cols, h, w])
     if padding:
         # Each cell gets a separator band below and to its right; the last ones are cut off.

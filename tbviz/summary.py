@@ -5,11 +5,12 @@ Pictures are written in the format of ``tf.summary.image`` (TensorBoard's
 but as 8-bit palette PNGs encoded with Pillow instead of RGB PNGs: the same
 colours, about a third of the bytes and of the encoding time. Tags come from
 `tbviz.metadata`. A layer's pictures, scalars and histogram are one
-``Summary`` written at once (``tf.summary.experimental.write_raw_pb``), values
-laid out as ``tf.summary.image``, ``scalar`` and ``histogram`` lay them out.
-Every write is explicit about its step and is wrapped in ``record_if(True)``: Keras' ``TensorBoard`` callback with an
-``update_freq`` other than ``"epoch"`` pushes a global ``record_if`` for the
-whole ``fit()`` that would otherwise silently drop our epoch-end summaries.
+``Summary`` written at once (``tf.summary.experimental.write_raw_pb``), each
+value laid out as ``tf.summary.image``, ``scalar`` and ``histogram`` lay it
+out. Every write is explicit about its step and is wrapped in
+``record_if(True)``: Keras' ``TensorBoard`` callback with an ``update_freq``
+other than ``"epoch"`` pushes a global ``record_if`` for the whole ``fit()``
+that would otherwise silently drop our epoch-end summaries.
 """
 
 from __future__ import annotations
@@ -78,14 +79,19 @@ class LayerSummaryWriter:
         images = [str(width).encode(), str(height).encode()]
         images += [encode_palette_png(picture, palette) for picture in pictures]
         summary = summary_pb2.Summary()
-        image_tag = metadata.tag(metadata.IMAGE, layer_path)
-        _add(summary, image_tag, np.array(images, object), image_metadata.create_summary_metadata(None, description))
+        _add(
+            summary,
+            metadata.tag(metadata.IMAGE, layer_path),
+            np.array(images, object),
+            image_metadata.create_summary_metadata(None, description),
+        )
         for kind, value in (statistics or {}).items():
             tag = metadata.tag(kind, layer_path)
             _add(summary, tag, np.float32(value), scalar_metadata.create_summary_metadata(tag, ""))
         if histogram is not None:
             tag = metadata.tag(metadata.DISTRIBUTION, layer_path)
-            _add(summary, tag, np.asarray(histogram, np.float64), histogram_metadata.create_summary_metadata(tag, ""))
+            plugin = histogram_metadata.create_summary_metadata(tag, "")
+            _add(summary, tag, np.asarray(histogram, np.float64), plugin)
         self._pending = True
         # One write of the whole layer: a TensorFlow op per value would cost more than the PNGs.
         with self._get().as_default(step=step), tf.summary.record_if(True):
@@ -130,7 +136,9 @@ class LayerSummaryWriter:
                 self._discard()
 
 
-def _add(summary: summary_pb2.Summary, tag: str, value: np.ndarray, plugin: summary_pb2.SummaryMetadata) -> None:
+def _add(
+    summary: summary_pb2.Summary, tag: str, value: np.ndarray, plugin: summary_pb2.SummaryMetadata
+) -> None:
     """Adds one tensor value with its plugin's metadata, as ``tf.summary.write`` would write it."""
     entry = summary.value.add(tag=tag, tensor=tensor_util.make_tensor_proto(value))
     entry.metadata.CopyFrom(plugin)

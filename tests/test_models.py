@@ -428,14 +428,11 @@ def test_nested_transfer_learning_model(tmp_path):
     # of the backbone appears once in the traced step.
     fixed = [tuple(np.float32(v) for v in r) for r in default._fixed_ranges]
     graph = default._step_fn.get_concrete_function(default._probe_tensors, fixed).graph
-    convolutions = [op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))]
-    backbone_convolutions = [
-        layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)
-    ]  # DepthwiseConv2D is a Conv2D's sibling, not a subclass: count both kinds
-    backbone_convolutions += [
-        layer for layer in backbone.layers if isinstance(layer, keras.layers.DepthwiseConv2D)
+    convolutions = [
+        op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))
     ]
-    assert len(convolutions) == len(backbone_convolutions)
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)  # siblings, not subclasses
+    assert len(convolutions) == sum(isinstance(layer, kinds) for layer in backbone.layers)
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -578,7 +575,8 @@ def test_run_eagerly_model_is_logged_eagerly(tmp_path, images12):
     result = read_activations(tmp_path)
     assert_logged(result, {"conv": (21, 21)}, samples=2)
     indices, _, _ = render(model.conv(probe), logger.options)
-    for picture, want in zip(pictures_at(result, "conv", 1), logger.options.palette[indices.numpy()]):
+    expected = logger.options.palette[indices.numpy()]
+    for picture, want in zip(pictures_at(result, "conv", 1), expected):
         np.testing.assert_array_equal(picture, want)
 
 
