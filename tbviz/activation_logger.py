@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
@@ -15,9 +16,22 @@ import tensorflow as tf
 from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz import metadata
-from tbviz.pictures import PictureOptions, render
+from tbviz.pictures import (
+    PictureOptions,
+    channels_shown,
+    fit_pixel_budget,
+    picture_shape,
+    render,
+)
 from tbviz.stats import count_nonfinite, layer_statistics
-from tbviz.summary import LayerSummaryWriter
+from tbviz.summary import LayerSummaryWriter, layer_summary
+
+# Pixels of all pictures of one logged epoch: about 4 to 5 MB of event file for every
+# layer of a ResNet-50 at 8 probes; the 12-layer default at 8 probes stays under it.
+DEFAULT_MAX_PIXELS_PER_EPOCH = 3_500_000
+
+# PNG encoding threads; more than the cores only adds switching.
+_ENCODING_THREADS = min(4, os.cpu_count() or 1)
 
 _DIVERGING = {
     "BrBG", "PRGn", "PiYG", "PuOr", "RdBu", "RdGy", "RdYlBu", "RdYlGn", "Spectral",
@@ -37,7 +51,7 @@ class ActivationLogger(keras.callbacks.Callback):
     the tag ``feature_maps/<layer path>``, at step = Keras' epoch index, beside
     mean, standard deviation, zero fraction and a histogram of the layer's
     activations. See `tbviz.metadata` for the tag scheme. PNG encoding and
-    writing run on a background thread; each epoch is flushed to disk, and
+    writing run on background threads; each epoch is flushed to disk, and
     everything is on disk when ``fit()`` returns.
 
     Functional and Sequential models, nested models (transfer learning: inner
@@ -64,13 +78,19 @@ class ActivationLogger(keras.callbacks.Callback):
             input, dropout, padding, cropping and reshape layers and Keras'
             preprocessing and augmentation layers; past `max_layers`, block
             outputs spread evenly over the depth; a model with no such layer
-            gets its Dense layers); or a layer name, a path into a nested
-            model (``"backbone/block_1_relu"``; ``"encoder@1/conv"`` for the
-            second call of a nested model called twice, ``"encoder/conv"``
-            for every call), a glob pattern (``"conv*"``), a compiled regular
-            expression, a layer class, a layer object, or a list of these.
-            The model's input layer can be selected too: its picture is the
-            probe as the model sees it. Defaults to `None`.
+            gets its Dense layers); ``"all"`` for every layer whose output
+            can be pictured, in model order, the model's input first (as
+            the reference the others are read against), leaving out only
+            dropout, padding, cropping and reshape layers, Keras'
+            preprocessing and augmentation layers, and nested models
+            themselves (their inner layers are in); or a layer name, a
+            path into a nested model (``"backbone/block_1_relu"``;
+            ``"encoder@1/conv"`` for the second call of a nested model
+            called twice, ``"encoder/conv"`` for every call), a glob pattern
+            (``"conv*"``), a compiled regular expression, a layer class, a
+            layer object, or a list of these (in a list, ``"all"`` is a
+            layer name). The model's input layer can be selected too: its
+            picture is the probe as the model sees it. Defaults to `None`.
         freq: log every `freq` epochs (epochs 0, freq, 2 * freq, ...).
             Defaults to `1`.
         normalize: ``"map"``: one contrast per feature map, to see the
@@ -94,6 +114,16 @@ class ActivationLogger(keras.callbacks.Callback):
         max_size: each picture fits in ``max_size x max_size`` pixels; larger
             maps are shrunk by area averaging. Defaults to `256`.
         max_layers: the most layers the default selection picks. Defaults to `12`.
+        max_pixels_per_epoch: the most pixels all pictures of one logged
+            epoch may have together (layers x probe samples x picture
+            size): past it, pictures are made smaller, the largest first,
+            down to maps of 8 x 8 pixels, and only then are channels
+            dropped (``max_channels`` halved until it fits); each card's
+            description says what was made smaller. The default, 3.5
+            million (about 53 pictures of 256 x 256), leaves the 12-layer
+            default choice with up to 8 probe samples of a ResNet-50 as
+            it is and keeps every layer of it within 5 MB an epoch. None:
+            no budget. Defaults to `3_500_000`.
         stats: log mean, std and zero-fraction scalars per layer. Defaults to `True`.
         histograms: log a histogram of each layer's activations. Defaults to `True`.
         max_probes: the most probe samples pictured; a larger probe batch
@@ -130,6 +160,7 @@ class ActivationLogger(keras.callbacks.Callback):
         max_channels: int = 64,
         max_size: int = 256,
         max_layers: int = 12,
+        max_pixels_per_epoch: int | None = DEFAULT_MAX_PIXELS_PER_EPOCH,
         stats: bool = True,
         histograms: bool = True,
         max_probes: int = 16,
@@ -154,6 +185,13 @@ class ActivationLogger(keras.callbacks.Callback):
             raise ValueError(
                 f"`max_layers` must be a positive integer. Received: max_layers={max_layers!r}"
             )
+        if max_pixels_per_epoch is not None and (
+            not isinstance(max_pixels_per_epoch, int) or max_pixels_per_epoch < 1
+        ):
+            raise ValueError(
+                "`max_pixels_per_epoch` must be a positive integer or None (no budget). "
+                f"Received: max_pixels_per_epoch={max_pixels_per_epoch!r}"
+            )
         if value_range is not None:
             if normalize != "fixed":
                 raise ValueError(
@@ -177,6 +215,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self.freq = freq
         self.value_range = value_range
         self.max_layers = max_layers
+        self.max_pixels_per_epoch = max_pixels_per_epoch
         self.stats = stats
         self.histograms = histograms
         self._writer = LayerSummaryWriter(self.log_dir)
@@ -225,6 +264,9 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping | None = None) -> None:
         # Everything logged is on disk when fit() returns.
         self._wait_for_writes()
+        if self._encoders is not None:  # idle threads: let them go until the next fit()
+            self._encoders.shutdown()
+            self._encoders = None
         try:
             self._writer.close()
         except Exception as error:  # noqa: BLE001
@@ -239,6 +281,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._fixed_ranges: list[tuple[float, float]] = []
         self._active = True
         self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
+        self._encoders: ThreadPoolExecutor | None = getattr(self, "_encoders", None)
         self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
 
     def _target(self) -> keras.Model:
@@ -293,7 +336,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 f"None of the selected layers of model '{model.name}' can be pictured "
                 f"(selected: {', '.join(e.path for e in selected) or 'none'})."
             )
-        options = self.options
+        layer_options = self._budgeted_options(usable, _probe_count(probe))
         wants_stats = self.stats or self.histograms
         index = {e.key: i for i, e in enumerate(usable)}
         inputs_at = {e.input_index: i for i, e in enumerate(usable) if e.input_index is not None}
@@ -311,9 +354,10 @@ class ActivationLogger(keras.callbacks.Callback):
 
         def summarize(i: int, output: tf.Tensor, fixed_range: tuple) -> tuple:
             """One layer's pictures, value range and statistics: all that leaves the step."""
+            options = layer_options[i]
             if eager:
                 return _summarize(output, fixed_range, options, channels_first[i], wants_stats)
-            key = (tuple(output.shape), output.dtype, channels_first[i])
+            key = (tuple(output.shape), output.dtype, channels_first[i], options)
             if key not in summarizers:
                 summarizers[key] = _summarizer(output, options, channels_first[i], wants_stats)
             return summarizers[key](output, fixed_range)
@@ -365,10 +409,35 @@ class ActivationLogger(keras.callbacks.Callback):
         self._probe_tensors = probe
         self._step_fn = step
         self._selected = usable
-        self._descriptions = [_description(e, options) for e in usable]
+        self._descriptions = [
+            _description(e, o, self.options, self.max_pixels_per_epoch)
+            for e, o in zip(usable, layer_options)
+        ]
         initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
         if len(self._fixed_ranges) != len(usable):
             self._fixed_ranges = [initial] * len(usable)
+
+    def _budgeted_options(
+        self, layers: list[layer_selection.SelectedLayer], probes: int
+    ) -> list[PictureOptions]:
+        """Each layer's picture options: `options`, with pictures made smaller where all of
+        them would not fit in `max_pixels_per_epoch` (see `tbviz.pictures.fit_pixel_budget`)."""
+        options = self.options
+        limits = fit_pixel_budget(
+            [(e.shape or (), e.channels_first) for e in layers],
+            probes=probes,
+            max_pixels=self.max_pixels_per_epoch,
+            max_channels=options.max_channels,
+            max_size=options.max_size,
+            padding=options.padding,
+        )
+        made = {(options.max_size, options.max_channels): options}
+        for size, channels in limits:
+            if (size, channels) not in made:  # each distinct one once: it builds a palette
+                made[size, channels] = dataclasses.replace(
+                    options, max_size=size, max_channels=channels
+                )
+        return [made[limit] for limit in limits]
 
     # -- logging -----------------------------------------------------------------
 
@@ -390,19 +459,35 @@ class ActivationLogger(keras.callbacks.Callback):
         return layers
 
     def _write(self, epoch: int, layers: list) -> None:
-        """Encodes and writes one epoch (on the writer thread), then flushes it to disk."""
+        """Writes one epoch (on the writer thread), then flushes it to disk.
+
+        The layers' PNGs are encoded on a few threads at once (zlib releases
+        the GIL), so that an epoch of many layers is written before the next
+        one needs the writer; they are written in order as they are ready.
+        """
+
+        def encode(layer: tuple) -> bytes:
+            path, description, pictures, stats = layer
+            return layer_summary(
+                path,
+                pictures,
+                self.options.palette,
+                description=description,
+                statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
+                histogram=stats["histogram"] if self.histograms else None,
+            )
+
+        if self._encoders is None:
+            self._encoders = ThreadPoolExecutor(
+                _ENCODING_THREADS, thread_name_prefix="tbviz-encoder"
+            )
+        encoded = [self._encoders.submit(encode, layer) for layer in layers]
         try:
-            for path, description, pictures, stats in layers:
-                self._writer.write(
-                    path,
-                    epoch,
-                    pictures,
-                    self.options.palette,
-                    description=description,
-                    statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
-                    histogram=stats["histogram"] if self.histograms else None,
-                )
+            for future in encoded:
+                self._writer.write_summary(epoch, future.result())
         finally:
+            for future in encoded:
+                future.cancel()  # after a failure: encode no more of this epoch
             self._writer.flush()  # what was written is safe, whatever happens next
 
     def _wait_for_writes(self) -> None:
@@ -424,7 +509,9 @@ def _summarize(
     wants_stats: bool,
 ) -> tuple:
     """One layer's pictures, value range and statistics: all that leaves the step."""
-    pictures, lo, hi = render(output, options, channels_first=channels_first, fixed_range=fixed_range)
+    pictures, lo, hi = render(
+        output, options, channels_first=channels_first, fixed_range=fixed_range
+    )
     # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
     with tf.control_dependencies([pictures]):
         stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
@@ -462,14 +549,54 @@ def _warn(message: str) -> None:
     warnings.warn(f"tbviz.ActivationLogger: {message}", RuntimeWarning, stacklevel=3)
 
 
-def _description(entry: layer_selection.SelectedLayer, options: PictureOptions) -> str:
-    return (
+def _description(
+    entry: layer_selection.SelectedLayer,
+    options: PictureOptions,
+    asked: PictureOptions,
+    budget: int | None,
+) -> str:
+    """The card's text; says what the epoch's pixel budget shrank, if anything."""
+    text = (
         f"Layer `{entry.path}` ({type(entry.layer).__name__}), output shape {entry.shape}, "
-        f"one picture per probe sample. normalize={options.normalize!r}, "
-        f"clip_percentile={options.clip_percentile}, cmap={options.cmap!r}, "
-        f"max_channels={options.max_channels}, max_size={options.max_size}. "
+        f"one picture per probe sample. normalize={asked.normalize!r}, "
+        f"clip_percentile={asked.clip_percentile}, cmap={asked.cmap!r}, "
+        f"max_channels={asked.max_channels}, max_size={asked.max_size}. "
         "Magenta pixels are NaN/Inf."
     )
+    if options == asked:
+        return text
+
+    def size(max_channels: int, max_size: int) -> tuple[int, int] | None:
+        return picture_shape(
+            entry.shape or (),
+            channels_first=entry.channels_first,
+            max_channels=max_channels,
+            max_size=max_size,
+            padding=asked.padding,
+        )
+
+    full = size(asked.max_channels, asked.max_size)
+    small = size(options.max_channels, options.max_size)
+    if small == full:
+        return text  # this layer's picture is within the smaller limits anyway
+    shrunk = [f"{small[0]}x{small[1]} px instead of {full[0]}x{full[1]}"] if small and full else []
+    shown, before = (
+        channels_shown(
+            entry.shape or (), channels_first=entry.channels_first, max_channels=o.max_channels
+        )
+        for o in (options, asked)
+    )
+    if shown < before:
+        shrunk.append(f"the first {shown} channels instead of {before}")
+    return (
+        f"{text} Made smaller to keep each logged epoch within max_pixels_per_epoch={budget:,} "
+        f"pixels: {' and '.join(shrunk) or f'max_size={options.max_size}'}."
+    )
+
+
+def _probe_count(probe: Any) -> int:
+    """Samples in the probe batch (tensors, a list or a dict of them)."""
+    return int(keras.tree.flatten(probe)[0].shape[0])
 
 
 def _checked_log_dir(log_dir: Any) -> str:

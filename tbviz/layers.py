@@ -588,6 +588,26 @@ def default_layers(entries: list[SelectedLayer], max_layers: int) -> list[Select
     return _spread(candidates, max_layers)
 
 
+def all_layers(entries: list[SelectedLayer]) -> list[SelectedLayer]:
+    """``layers="all"``: every layer whose output can be pictured, in model order.
+
+    The model's inputs come first (their pictures, the probe as the model
+    sees it, are the reference the other layers are read against); then
+    every reachable layer with an output of rank 2 to 5, except plumbing
+    (dropout, padding, cropping, reshape, flatten), Keras' preprocessing and
+    augmentation layers (`is_preprocessing`) and nested models (their inner
+    layers are there instead).
+    """
+    return _distinct(
+        [
+            e
+            for e in entries
+            if (e.input_index is not None and unusable_reason(e) is None)
+            or _is_candidate(e, (2, 3, 4, 5))
+        ]
+    )
+
+
 # -- explicit selection ------------------------------------------------------------------
 
 
@@ -701,10 +721,11 @@ def select_layers(
 
     Args:
         model: a built model: Functional, Sequential or subclassed.
-        layers: None for `default_layers`; or a name, path, glob pattern
-            (``"conv*"``), compiled regular expression, layer class, layer
-            object, or a list of these. Every selector must match at least
-            one layer.
+        layers: None for `default_layers`; ``"all"`` for `all_layers`; or a
+            name, path, glob pattern (``"conv*"``), compiled regular
+            expression, layer class, layer object, or a list of these (in a
+            list, ``"all"`` is a layer name). Every selector must match at
+            least one layer.
         max_layers: the cap of the default choice (ignored when `layers` is
             given). Defaults to `12`.
         entries: the layers to choose from; defaults to `walk(model)`
@@ -718,6 +739,8 @@ def select_layers(
     entries = walk(model) if entries is None else list(entries)
     if layers is None:
         return default_layers(entries, max_layers)
+    if isinstance(layers, str) and layers == "all":
+        return all_layers(entries)
     single = (str, re.Pattern, type, keras.layers.Layer)
     selectors = [layers] if isinstance(layers, single) else list(layers)
     chosen: set[str] = set()

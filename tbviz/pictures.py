@@ -102,6 +102,162 @@ def tile_size(
     return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
 
 
+def _layout(
+    shape: tuple, channels_first: bool, max_channels: int
+) -> tuple[tuple[int, int], tuple[int, int], bool] | None:
+    """How `to_maps` lays out an output of `shape` (no batch axis): ``(cell (h, w) before
+    shrinking, grid (rows, cols), strip)``; a strip's axes shrink each on its own. None if
+    a size it depends on is unknown."""
+    shape = tuple(shape)
+    if len(shape) == 1:  # (units,): one block
+        return (block_shape(shape[0]), (1, 1), False) if shape[0] else None
+    if len(shape) == 2:  # (T, C) or (C, T): one strip, channels down
+        cell = shape if channels_first else shape[::-1]
+        return (cell, (1, 1), True) if None not in cell else None
+    if len(shape) == 3:
+        channels, *map_hw = shape if channels_first else (shape[2], *shape[:2])
+        if None in shape:
+            return None
+        return tuple(map_hw), grid_shape(min(channels, max_channels)), False
+    if len(shape) == 4:
+        channels, depth, *map_hw = shape if channels_first else (shape[3], *shape[:3])
+        if None in shape:
+            return None
+        return tuple(map_hw), (min(channels, max(1, max_channels // depth)), depth), False
+    return None
+
+
+def _cell_size(
+    layout: tuple, max_size: int | None, padding: int
+) -> tuple[int, int]:
+    cell, grid, strip = layout
+    if strip:
+        limit = max_size or max(cell)
+        return min(cell[0], limit), min(cell[1], limit)
+    return tile_size(cell, grid, max_size=max_size, padding=padding)
+
+
+def picture_shape(
+    shape: tuple,
+    *,
+    channels_first: bool = False,
+    max_channels: int = 64,
+    max_size: int | None = None,
+    padding: int = 1,
+) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the pictures `render` makes of an output of `shape` (no batch axis).
+
+    Computed from the shape alone, as `to_maps` and `tile` lay the picture
+    out; None if a size it depends on is unknown.
+    """
+    layout = _layout(shape, channels_first, max_channels)
+    if layout is None:
+        return None
+    (rows, cols), (h, w) = layout[1], _cell_size(layout, max_size, padding)
+    return rows * h + (rows - 1) * padding, cols * w + (cols - 1) * padding
+
+
+def channels_shown(shape: tuple, *, channels_first: bool = False, max_channels: int = 64) -> int:
+    """How many channels of an output of `shape` (no batch axis) its picture shows; 1 for
+    Dense and sequence outputs, whose picture is one block or strip of all channels."""
+    shape = tuple(shape)
+    if len(shape) == 3:
+        channels = shape[0] if channels_first else shape[2]
+        return min(channels, max_channels) if channels else max_channels
+    if len(shape) == 4:
+        channels, depth = (shape[0], shape[1]) if channels_first else (shape[3], shape[0])
+        keep = max(1, max_channels // depth) if depth else 1
+        return min(channels, keep) if channels else keep
+    return 1
+
+
+MIN_MAP_SIZE = 8
+
+
+def fit_pixel_budget(
+    layers: list[tuple[tuple, bool]],
+    *,
+    probes: int,
+    max_pixels: int | None,
+    max_channels: int,
+    max_size: int,
+    padding: int = 1,
+) -> list[tuple[int, int]]:
+    """Per layer, the ``(max_size, max_channels)`` that keep one epoch's pictures within a budget.
+
+    One epoch is ``probes`` pictures of each layer; together they may have at
+    most `max_pixels` pixels. Under the budget every layer keeps `max_size`
+    and `max_channels`. Over it, one common limit on the picture side
+    replaces `max_size`, the largest that fits: large pictures shrink first
+    and small ones (deep layers' small maps) keep their size until the limit
+    reaches them. No map (a channel's cell; the whole picture of a Dense or
+    sequence layer) shrinks below `MIN_MAP_SIZE` pixels on its longer side
+    (nor grows to it). Only if that floor does not fit are channels dropped:
+    `max_channels` is halved until it does (one channel at the floor is the
+    least a layer gets, budget or not).
+
+    Args:
+        layers: each layer's output shape without the batch axis, and whether
+            it is channels first.
+        probes: pictures per layer and epoch.
+        max_pixels: the budget; None: no budget.
+        max_channels, max_size, padding: as in `PictureOptions`.
+    """
+    unchanged = [(max_size, max_channels)] * len(layers)
+    if max_pixels is None:
+        return unchanged
+
+    def pixels(settings: list[tuple[int, int]]) -> int:
+        total = 0
+        for (shape, channels_first), (size, channels) in zip(layers, settings):
+            hw = picture_shape(
+                shape,
+                channels_first=channels_first,
+                max_channels=channels,
+                max_size=size,
+                padding=padding,
+            )
+            total += hw[0] * hw[1] if hw else size * size  # unknown: at most the whole square
+        return probes * total
+
+    if pixels(unchanged) <= max_pixels:
+        return unchanged
+
+    def floor(shape: tuple, channels_first: bool, channels: int) -> int:
+        """The smallest picture side that keeps this layer's maps at the floor."""
+        layout = _layout(shape, channels_first, channels)
+        if layout is None:
+            return MIN_MAP_SIZE
+        wanted = min(MIN_MAP_SIZE, max(layout[0]))
+        low, high = 1, max_size
+        while low < high:
+            middle = (low + high) // 2
+            if max(_cell_size(layout, middle, padding)) >= wanted:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    channels = max_channels
+    while True:
+        floors = [floor(shape, first, channels) for shape, first in layers]
+
+        def at(limit: int) -> list[tuple[int, int]]:
+            return [(min(max_size, max(limit, f)), channels) for f in floors]
+
+        if pixels(at(1)) <= max_pixels or channels == 1:
+            break
+        channels = max(1, channels // 2)
+    low, high = 1, max_size  # the largest common limit that fits (1 if none does)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if pixels(at(middle)) <= max_pixels:
+            low = middle
+        else:
+            high = middle - 1
+    return at(low)
+
+
 def downsample(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging."""
     if tuple(images.shape[1:3]) != tuple(size):

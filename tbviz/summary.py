@@ -75,27 +75,24 @@ class LayerSummaryWriter:
                 (all N are written: no ``max_outputs`` cut).
             palette: ``(256, 3)`` uint8 colours.
         """
-        height, width = pictures.shape[1:]
-        images = [str(width).encode(), str(height).encode()]
-        images += [encode_palette_png(picture, palette) for picture in pictures]
-        summary = summary_pb2.Summary()
-        _add(
-            summary,
-            metadata.tag(metadata.IMAGE, layer_path),
-            np.array(images, object),
-            image_metadata.create_summary_metadata(None, description),
+        self.write_summary(
+            step,
+            layer_summary(
+                layer_path,
+                pictures,
+                palette,
+                description=description,
+                statistics=statistics,
+                histogram=histogram,
+            ),
         )
-        for kind, value in (statistics or {}).items():
-            tag = metadata.tag(kind, layer_path)
-            _add(summary, tag, np.float32(value), scalar_metadata.create_summary_metadata(tag, ""))
-        if histogram is not None:
-            tag = metadata.tag(metadata.DISTRIBUTION, layer_path)
-            plugin = histogram_metadata.create_summary_metadata(tag, "")
-            _add(summary, tag, np.asarray(histogram, np.float64), plugin)
+
+    def write_summary(self, step: int, summary: bytes) -> None:
+        """Writes one serialized ``Summary`` (what `layer_summary` makes) at one step."""
         self._pending = True
         # One write of the whole layer: a TensorFlow op per value would cost more than the PNGs.
         with self._get().as_default(step=step), tf.summary.record_if(True):
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+            tf.summary.experimental.write_raw_pb(summary, step=step)
 
     def flush(self) -> None:
         """Makes everything written so far visible on disk (and to a running TensorBoard).
@@ -135,6 +132,41 @@ class LayerSummaryWriter:
         finally:
             if self._writer is not None:
                 self._discard()
+
+
+def layer_summary(
+    layer_path: str,
+    pictures: np.ndarray,
+    palette: np.ndarray,
+    *,
+    description: str = "",
+    statistics: dict[str, np.ndarray] | None = None,
+    histogram: np.ndarray | None = None,
+) -> bytes:
+    """One layer's pictures (palette PNGs), scalars and histogram as one serialized ``Summary``.
+
+    Needs no writer and touches no shared state, so several threads can make
+    them at once (PNG compression releases the GIL); see
+    `LayerSummaryWriter.write` for the arguments.
+    """
+    height, width = pictures.shape[1:]
+    images = [str(width).encode(), str(height).encode()]
+    images += [encode_palette_png(picture, palette) for picture in pictures]
+    summary = summary_pb2.Summary()
+    _add(
+        summary,
+        metadata.tag(metadata.IMAGE, layer_path),
+        np.array(images, object),
+        image_metadata.create_summary_metadata(None, description),
+    )
+    for kind, value in (statistics or {}).items():
+        tag = metadata.tag(kind, layer_path)
+        _add(summary, tag, np.float32(value), scalar_metadata.create_summary_metadata(tag, ""))
+    if histogram is not None:
+        tag = metadata.tag(metadata.DISTRIBUTION, layer_path)
+        plugin = histogram_metadata.create_summary_metadata(tag, "")
+        _add(summary, tag, np.asarray(histogram, np.float64), plugin)
+    return summary.SerializeToString()
 
 
 def _add(
