@@ -53,10 +53,10 @@ import tensorflow as tf  # noqa: E402
 
 from tbviz import ActivationLogger  # noqa: E402
 
-CASES = ("mnist", "resnet50", "mobilenetv2")
+CASES = ("mnist", "resnet50", "resnet50_all", "mobilenetv2")
 PERIOD = 4  # the logger logs every 4th epoch of the timed fit()
 # Timed rounds per case: more where epochs are short and the cost is small beside their noise.
-ROUNDS = {"mnist": 30, "resnet50": 12, "mobilenetv2": 8}
+ROUNDS = {"mnist": 30, "resnet50": 12, "resnet50_all": 8, "mobilenetv2": 8}
 
 
 def make_case(name: str):
@@ -73,9 +73,12 @@ def make_case(name: str):
         probe = probe_digits(x, labels)
         return model, x, labels, 1000, probe, {}, "article CNN, 4 probes, default layers, epoch = 10,000 images"
     rng = np.random.default_rng(0)
-    if name == "resnet50":
+    if name in ("resnet50", "resnet50_all"):
         model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
-        kwargs, what = {}, "224x224, 8 probes, default layers"
+        if name == "resnet50":
+            kwargs, what = {}, "224x224, 8 probes, default layers"
+        else:
+            kwargs, what = {"layers": "all"}, '224x224, 8 probes, layers="all"'
     elif name == "mobilenetv2":
         model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=10)
         kwargs = {"layers": lambda_all_image_layers(model)}

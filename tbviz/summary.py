@@ -2,7 +2,7 @@
 
 Pictures are written in the format of ``tf.summary.image`` (TensorBoard's
 ``images`` plugin: a string tensor ``[width, height, png_0, ..., png_k-1]``),
-but as 8-bit palette PNGs encoded with Pillow instead of RGB PNGs: the same
+but as 8-bit palette PNGs instead of RGB PNGs: the same
 colours, about a third of the bytes and of the encoding time. Tags come from
 `tbviz.metadata`. A layer's pictures, scalars and histogram are one
 ``Summary`` written at once (``tf.summary.experimental.write_raw_pb``), each
@@ -16,12 +16,12 @@ that would otherwise silently drop our epoch-end summaries.
 from __future__ import annotations
 
 import glob
-import io
 import os
+import struct
+import zlib
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
@@ -178,10 +178,30 @@ def _add(
 
 
 def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
-    """Encodes ``(H, W)`` uint8 indices with a ``(256, 3)`` palette as an 8-bit palette PNG."""
-    image = Image.frombytes("P", indices.shape[::-1], np.ascontiguousarray(indices, np.uint8).tobytes())
-    image.putpalette(np.asarray(palette, np.uint8).tobytes())
-    buffer = io.BytesIO()
-    # zlib level 3: about 30% less encoding time than the default 6, for about 5% more bytes.
-    image.save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
+    """Encodes ``(H, W)`` uint8 indices with a ``(256, 3)`` palette as an 8-bit palette PNG.
+
+    Written directly (signature, IHDR, PLTE, one IDAT, IEND), with no filter
+    and zlib level 3 as Pillow writes palette images with ``compress_level=3``
+    (the same deflate stream; level 3 takes about 30% less time than the
+    default 6 for about 5% more bytes): for the many small pictures of an
+    all-layers epoch this takes a third less time than going through Pillow,
+    and zlib releases the GIL while it compresses.
+    """
+    height, width = indices.shape
+    rows = np.zeros((height, width + 1), np.uint8)  # each row starts with its filter type, 0
+    rows[:, 1:] = indices
+    compressor = zlib.compressobj(3, zlib.DEFLATED, 15, 9)
+    data = compressor.compress(rows.tobytes()) + compressor.flush()
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
+            _png_chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()),
+            _png_chunk(b"IDAT", data),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
