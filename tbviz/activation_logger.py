@@ -23,7 +23,7 @@ from tbviz.pictures import (
     picture_shape,
     render,
 )
-from tbviz.stats import count_nonfinite, layer_statistics
+from tbviz.stats import HISTOGRAM_BINS, count_nonfinite, layer_statistics
 from tbviz.summary import LayerSummaryWriter, layer_summary
 
 # Pixels of all pictures of one logged epoch: about 4 to 5 MB of event file for every
@@ -352,8 +352,8 @@ class ActivationLogger(keras.callbacks.Callback):
         eager = getattr(model, "run_eagerly", False)
         summarizers: dict[tuple, Any] = {}
 
-        def summarize(i: int, output: tf.Tensor, fixed_range: tuple) -> tuple:
-            """One layer's pictures, value range and statistics: all that leaves the step."""
+        def summarize(i: int, output: tf.Tensor, fixed_range: tf.Tensor) -> tuple:
+            """One layer's pictures and numbers (see `_summarize`): all that leaves the step."""
             options = layer_options[i]
             if eager:
                 return _summarize(output, fixed_range, options, channels_first[i], wants_stats)
@@ -371,6 +371,7 @@ class ActivationLogger(keras.callbacks.Callback):
             pass, instead of every selected activation waiting for the end.
             """
             results: dict[int, tuple] = {}
+            fixed_ranges = tf.unstack(fixed_ranges, num=len(usable))
             flat_probe = keras.tree.flatten(probe)
             for k, i in inputs_at.items():  # an input's picture: the probe as the model sees it
                 results[i] = summarize(i, flat_probe[k], fixed_ranges[i])
@@ -441,15 +442,22 @@ class ActivationLogger(keras.callbacks.Callback):
 
     # -- logging -----------------------------------------------------------------
 
+    def _step_arguments(self) -> tuple:
+        """What the step is called with: the probe, and the fixed ranges as ``(layers, 2)``."""
+        return self._probe_tensors, np.array(self._fixed_ranges, np.float32).reshape(-1, 2)
+
     def _log(self, epoch: int) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
         """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
-        fixed = [tuple(np.float32(v) for v in r) for r in self._fixed_ranges]
-        results = self._step_fn(self._probe_tensors, fixed)
+        results = self._step_fn(*self._step_arguments())
         layers = []
-        for i, (entry, (pictures, lo, hi, stats)) in enumerate(zip(self._selected, results)):
+        for i, (entry, (pictures, numbers)) in enumerate(zip(self._selected, results)):
+            lo, hi, nonfinite, *scalars = numbers = numbers.numpy()
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
-            stats = {kind: value.numpy() for kind, value in stats.items()}
+            stats = {"nonfinite": nonfinite}
+            if scalars:  # see `_summarize` for the layout
+                stats.update(zip(metadata.SCALAR_KINDS, scalars))
+                stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
             if stats["nonfinite"]:
                 _warn(
                     f"layer '{entry.path}' has {int(stats['nonfinite'])} NaN/Inf activations at "
@@ -503,19 +511,25 @@ class ActivationLogger(keras.callbacks.Callback):
 
 def _summarize(
     output: tf.Tensor,
-    fixed_range: tuple,
+    fixed_range: tf.Tensor,
     options: PictureOptions,
     channels_first: bool,
     wants_stats: bool,
-) -> tuple:
-    """One layer's pictures, value range and statistics: all that leaves the step."""
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One layer's pictures and, in one float32 vector, its numbers: the value range used
+    (lo, hi), the NaN/Inf count, then with `wants_stats` mean, std, zero fraction and the
+    histogram's ``(bins, 3)`` rows. Two tensors a layer: each is a node of the step's graph."""
     pictures, lo, hi = render(
-        output, options, channels_first=channels_first, fixed_range=fixed_range
+        output, options, channels_first=channels_first, fixed_range=tf.unstack(fixed_range)
     )
     # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
     with tf.control_dependencies([pictures]):
         stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
-    return pictures, tf.reduce_min(lo), tf.reduce_max(hi), stats
+    numbers = [tf.reduce_min(lo), tf.reduce_max(hi), stats["nonfinite"]]
+    if not wants_stats:
+        return pictures, tf.stack(numbers)
+    numbers += [stats[kind] for kind in metadata.SCALAR_KINDS]
+    return pictures, tf.concat([tf.stack(numbers), tf.reshape(stats["histogram"], [-1])], 0)
 
 
 def _summarizer(
@@ -533,10 +547,7 @@ def _summarizer(
     the output is freed once the call and the model are done with it, as
     before.
     """
-    signature = (
-        tf.TensorSpec(output.shape, output.dtype),
-        (tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)),
-    )
+    signature = (tf.TensorSpec(output.shape, output.dtype), tf.TensorSpec([2], tf.float32))
     return tf.function(
         lambda x, fixed_range: _summarize(x, fixed_range, options, channels_first, wants_stats),
         input_signature=signature,

@@ -91,8 +91,7 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
         assert [(s.step, len(s.pngs)) for s in logged] == [(0, 2), (1, 2)], path
     # Shapes: (12,12,3) image; (12,12,8) for stem, res_a's padded sibling res_b, add, out_relu;
     # (10,10,8) res_a; (6,6,8) pool; (8,) gap; (3,) head: 6 functions for 9 layers.
-    fixed = [tuple(np.float32(v) for v in r) for r in logger._fixed_ranges]
-    graph = logger._step_fn.get_concrete_function(logger._probe_tensors, fixed).graph
+    graph = logger._step_fn.get_concrete_function(*logger._step_arguments()).graph
     calls = [op for op in graph.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
     assert len(calls) == len(RESIDUAL_ALL)
     assert len({op.get_attr("f").name for op in calls}) == 6

@@ -426,8 +426,7 @@ def test_nested_transfer_learning_model(tmp_path):
             assert_monotone(cell, values[n, :, :, channel], f"sample {n} channel {channel}")
     # One forward pass per step, however many inner layers are selected: each convolution
     # of the backbone appears once in the traced step.
-    fixed = [tuple(np.float32(v) for v in r) for r in default._fixed_ranges]
-    graph = default._step_fn.get_concrete_function(default._probe_tensors, fixed).graph
+    graph = default._step_fn.get_concrete_function(*default._step_arguments()).graph
     convolutions = [
         op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))
     ]
