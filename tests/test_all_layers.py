@@ -30,8 +30,9 @@ def descriptions(log_dir):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                if value.tag.startswith(metadata.IMAGE + "/") and value.metadata.summary_description:
-                    found[value.tag] = value.metadata.summary_description
+                description = value.metadata.summary_description
+                if value.tag.startswith(metadata.IMAGE + "/") and description:
+                    found[value.tag] = description
     return found
 
 
@@ -89,10 +90,14 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
     for path in RESIDUAL_ALL:
         logged = result.images[metadata.tag(metadata.IMAGE, path)]
         assert [(s.step, len(s.pngs)) for s in logged] == [(0, 2), (1, 2)], path
-    # Shapes: (12,12,3) image; (12,12,8) for stem, res_a's padded sibling res_b, add, out_relu;
+    # Shapes: (12,12,3) image; (12,12,8) stem, res_b (after the padding), add, out_relu;
     # (10,10,8) res_a; (6,6,8) pool; (8,) gap; (3,) head: 6 functions for 9 layers.
     graph = logger._step_fn.get_concrete_function(*logger._step_arguments()).graph
-    calls = [op for op in graph.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
+    calls = [
+        op
+        for op in graph.get_operations()
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+    ]
     assert len(calls) == len(RESIDUAL_ALL)
     assert len({op.get_attr("f").name for op in calls}) == 6
 
