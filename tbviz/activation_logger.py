@@ -15,6 +15,7 @@ import tensorflow as tf
 from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz import metadata
+from tbviz.change import relative_change
 from tbviz.pictures import PictureOptions, render
 from tbviz.stats import count_nonfinite, layer_statistics
 from tbviz.summary import LayerSummaryWriter
@@ -211,6 +212,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._selected: list[layer_selection.SelectedLayer] = []
         self._descriptions: list[str] = []
         self._fixed_ranges: list[tuple[float, float]] = []
+        self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
         self._active = True
         self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
         self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
@@ -253,13 +255,14 @@ class ActivationLogger(keras.callbacks.Callback):
 
         def summarize(i: int, output: tf.Tensor, fixed_range: tuple) -> tuple:
             """One layer's pictures, value range and statistics: all that leaves the step."""
-            pictures, lo, hi = render(
-                output, options, channels_first=channels_first[i], fixed_range=fixed_range
+            pictures, lo, hi, coarse = render(
+                output, options, channels_first=channels_first[i], fixed_range=fixed_range,
+                with_coarse=True,
             )
             # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
             with tf.control_dependencies([pictures]):
                 stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
-            return pictures, tf.reduce_min(lo), tf.reduce_max(hi), stats
+            return pictures, tf.reduce_min(lo), tf.reduce_max(hi), {**stats, "coarse": coarse}
 
         def step(probe, fixed_ranges):
             """One forward pass of the probe batch, each selected layer summarised as it returns.
@@ -311,6 +314,7 @@ class ActivationLogger(keras.callbacks.Callback):
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
             stats = {kind: value.numpy() for kind, value in stats.items()}
+            stats[metadata.CHANGE] = self._change(entry.path, stats.pop("coarse"))
             if stats["nonfinite"]:
                 _warn(
                     f"layer '{entry.path}' has {int(stats['nonfinite'])} NaN/Inf activations at "
@@ -319,17 +323,25 @@ class ActivationLogger(keras.callbacks.Callback):
             layers.append((entry.path, self._descriptions[i], pictures.numpy(), stats))
         return layers
 
+    def _change(self, path: str, coarse: np.ndarray) -> float | None:
+        """The layer's change since the previous logged epoch (see `tbviz.metadata`); keeps `coarse`."""
+        previous, self._previous[path] = self._previous.get(path), coarse
+        return None if previous is None else relative_change(coarse, previous)
+
     def _write(self, epoch: int, layers: list) -> None:
         """Encodes and writes one epoch (on the writer thread), then flushes it to disk."""
         try:
             for path, description, pictures, stats in layers:
+                scalars = {k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else {}
+                if stats[metadata.CHANGE] is not None:
+                    scalars[metadata.CHANGE] = stats[metadata.CHANGE]
                 self._writer.write(
                     path,
                     epoch,
                     pictures,
                     self.options.palette,
                     description=description,
-                    statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
+                    statistics=scalars,
                     histogram=stats["histogram"] if self.histograms else None,
                 )
         finally:
