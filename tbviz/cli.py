@@ -36,6 +36,8 @@ Files written (existing ones are overwritten), per run, layer and probe image:
                                           columns = probe images
   OUT/RUN/sheet_probe<i>.png              contact sheet: rows = epochs,
                                           columns = layers
+  OUT/RUN/change.png                      change heat map: rows = layers,
+                                          columns = epochs (change/<layer>)
 
 A contact sheet has a 64 px column of epoch labels, a 16 px row of titles and
 4 px gaps; column j is as wide as its widest picture, row i as tall as its
@@ -379,6 +381,7 @@ def _export(args: argparse.Namespace) -> int:
             f"run {summary.run!r}: {len(summary.layers)} layers x {len(summary.steps)} epochs -> "
             f"{summary.out_dir}: {len(summary.pngs)} PNGs, {len(summary.gifs)} GIFs, "
             f"{len(summary.sheets)} contact sheets"
+            + (", a change heat map" if summary.heatmap else "")
         )
     return 0
 

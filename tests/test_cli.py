@@ -52,7 +52,7 @@ def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log
     assert process.stdout.strip() == (
         f"run 'activations': {layers} layers x {epochs} epochs -> {out / 'activations'}: "
         f"{layers * DEMO_PROBES * epochs} PNGs, {layers * DEMO_PROBES} GIFs, "
-        f"{layers + DEMO_PROBES} contact sheets"
+        f"{layers + DEMO_PROBES} contact sheets, a change heat map"
     )
     logged = events.read_run(str(logdir / "activations")).images
     for layer in DEMO_LAYERS:
