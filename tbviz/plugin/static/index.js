@@ -24,7 +24,7 @@ const state = {
   filter: "",
   view: "grid",
   stride: 0,          // grid: 0 = automatic
-  thumb: 120,         // grid thumbnail size, px
+  thumb: 160,         // grid thumbnail size, px
   position: -1,       // slider: index into the run's steps; -1 = the last one
   playing: null,      // slider: interval id while playing
   compare: {runA: null, stepA: null, runB: null, stepB: null},
@@ -209,7 +209,10 @@ function draw() {
 // ---------------------------------------------------------------- grid
 
 function gridSteps(steps) {
-  const stride = state.stride || Math.max(1, Math.ceil(steps.length / MAX_GRID_COLUMNS));
+  // Automatic stride: as many columns as fit the window (at most MAX_GRID_COLUMNS), the last epoch included.
+  const fit = Math.floor((window.innerWidth - 160) / (state.thumb + 8));
+  const columns = Math.max(2, Math.min(MAX_GRID_COLUMNS, fit));
+  const stride = state.stride || Math.max(1, Math.ceil((steps.length - 1) / (columns - 1)));
   const chosen = steps.filter((_, i) => i % stride === 0);
   if (chosen[chosen.length - 1] !== steps[steps.length - 1]) chosen.push(steps[steps.length - 1]);
   return {chosen, stride};
