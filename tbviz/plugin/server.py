@@ -168,7 +168,11 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_static(self, request):
         name = request.path.rsplit("/", 1)[-1]
-        content = (resources.files(__package__) / "static" / name).read_bytes()
+        try:
+            content = (resources.files(__package__) / "static" / name).read_bytes()
+        except OSError as error:
+            message = f"tbviz activations: {name} is missing from the installed package ({error})"
+            return _respond(message, "text/plain", request, code=404)
         return _respond(content, _STATIC["/" + name], request)
 
     @wrappers.Request.application
