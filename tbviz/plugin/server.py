@@ -11,11 +11,14 @@ back from the event file.
 Routes, under ``/data/plugin/activations``:
 
     /index.js, /style.css   the page (static files of this package)
-    /runs                   {"runs": [name, ...], "notices": [...]}
+    /runs                   {"runs": [name, ...], "versions": {name: version},
+                            "notices": [...]}; a run's version changes
+                            whenever something new was read from it
     /run?run=R              the run's layers in model order, each with its
                             logged steps, picture count and size, its
-                            ``change/<layer>`` values and how it was
-                            normalised; notices (damaged files, what was skipped)
+                            ``change/<layer>`` values (one per step, null
+                            where there is none) and how it was normalised;
+                            notices (damaged files, what was skipped)
     /picture?run=R&layer=L&step=S&sample=K
                             the logged PNG (cacheable: a logged step's picture
                             does not change; the ``v`` parameter the page adds
@@ -68,7 +71,8 @@ class _Index:
     result: events.ReadResult
     layers: list[str]
     steps: dict[str, dict[int, events.ImageStep]]
-    token: str
+    token: str  # changes when the run gets another event file: in picture URLs, for caches
+    version: str  # changes with anything new: the page fetches /run again when it does
 
 
 @dataclass
@@ -187,7 +191,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 f"writes them to <log_dir>/{metadata.RUN_NAME}; they show here as soon as the "
                 "first epoch is logged."
             )
-        return {"runs": names, "notices": notices}
+        versions = {name: self._runs[name].index.version for name in names if name in self._runs}
+        return {"runs": names, "versions": versions, "notices": notices}
 
     @wrappers.Request.application
     def _serve_run(self, request):
@@ -204,6 +209,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             last = steps[max(steps)]
             description = result.descriptions.get(tag, "")
             normalize = _NORMALIZE.search(description)
+            changes = dict(result.scalars.get(metadata.tag(metadata.CHANGE, layer), []))
             layers.append(
                 {
                     "name": layer,
@@ -213,17 +219,13 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                     "height": last.height,
                     "description": description,
                     "normalize": normalize.group(1) if normalize else None,
-                    "change": [
-                        [step, value if math.isfinite(value) else None]
-                        for step, value in result.scalars.get(
-                            metadata.tag(metadata.CHANGE, layer), []
-                        )
-                    ],
+                    "change": [_number(changes.get(step)) for step in sorted(steps)],
                 }
             )
         all_steps = sorted({step for layer in index.steps.values() for step in layer})
         return {
             "run": run.name,
+            "version": index.version,
             "token": index.token,
             "steps": all_steps,
             "layers": layers,
@@ -291,7 +293,13 @@ def _make_index(reader: events.RunReader) -> _Index:
     token = hashlib.sha1(
         "\n".join(os.path.basename(p) for p in events.event_files(reader.run_dir)).encode()
     ).hexdigest()[:12]
-    return _Index(result, layers, steps, token)
+    items = sum(len(v) for v in (*result.images.values(), *result.scalars.values()))
+    return _Index(result, layers, steps, token, f"{token}.{items}.{len(result.problems)}")
+
+
+def _number(value: float | None) -> float | None:
+    """A change value for JSON: 4 significant digits (a colour on a log scale needs no more)."""
+    return float(f"{value:.4g}") if value is not None and math.isfinite(value) else None
 
 
 def _sample(sample: str | None, item: events.ImageStep) -> int:

@@ -53,6 +53,12 @@ async function getJson(route, params) {
   return JSON.parse(text);
 }
 
+// Adds to each layer of a /run answer its change values by step.
+function prepare(data) {
+  for (const layer of data.layers) layer.changeAt = new Map(layer.steps.map((step, i) => [step, layer.change[i]]));
+  return data;
+}
+
 function pictureUrl(run, layer, step, sample) {
   const token = state.data.get(run)?.token ?? "";
   return "picture?" + new URLSearchParams({run, layer, step, sample, v: token});
@@ -78,15 +84,14 @@ async function refresh() {
       state.run = state.runs[0] ?? null;
       changed = true;
     }
+    // Only the runs on screen, and only when the server read something new in them.
     const wanted = new Set([state.run, state.compare.runA, state.compare.runB].filter((r) => state.runs.includes(r)));
     for (const run of wanted) {
-      const data = await getJson("run", {run});
-      const old = state.data.get(run);
-      if (!old || old.token !== data.token || JSON.stringify(old.layers) !== JSON.stringify(data.layers)) {
-        state.data.set(run, data);
+      if (state.data.get(run)?.version !== listing.versions[run]) {
+        state.data.set(run, prepare(await getJson("run", {run})));
         changed = true;
       }
-      notices.push(...data.notices.map((n) => `${run}: ${n}`));
+      notices.push(...state.data.get(run).notices.map((n) => `${run}: ${n}`));
     }
   } catch (error) {
     notices.push(`Could not reach the server: ${error.message}`);
@@ -182,7 +187,7 @@ function buildShell() {
 async function loadAndDraw(run) {
   if (run && !state.data.has(run)) {
     try {
-      state.data.set(run, await getJson("run", {run}));
+      state.data.set(run, prepare(await getJson("run", {run})));
     } catch (error) {
       state.notices = [...state.notices, `${run}: ${error.message}`];
     }
@@ -382,7 +387,7 @@ function colour(t) {
 
 function drawChange(data) {
   const layers = visibleLayers(data);
-  const values = layers.flatMap((l) => l.change.map(([, v]) => v)).filter((v) => v !== null && v > 0);
+  const values = layers.flatMap((l) => l.change).filter((v) => v !== null && v > 0);
   const note = el("p", {className: "explain", id: "change-explanation", text:
     "Change of each layer's activations on the probe batch since the previous logged epoch: the relative L2 change ||a − b|| / ||b|| " +
     "of the layer's maps (each shrunk to at most 8 × 8, raw values), the change/<layer> scalar. Bright: still changing; dark: settled. " +
@@ -400,9 +405,8 @@ function drawChange(data) {
   data.steps.forEach((s, i) => heat.append(el("span", {className: "step", text: i % labelEvery === 0 ? String(s) : ""})));
   for (const layer of layers) {
     heat.append(el("span", {className: "layer", text: layer.name, title: layer.name}));
-    const byStep = new Map(layer.change);
     data.steps.forEach((step) => {
-      const value = byStep.get(step);
+      const value = layer.changeAt.get(step);
       const cell = el("span", {className: "heat-cell"});
       cell.dataset.layer = layer.name;
       cell.dataset.step = String(step);
