@@ -28,7 +28,7 @@ import mmap
 import os
 import struct
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import google_crc32c
@@ -104,11 +104,16 @@ class RunReader:
         run_dir: the run directory.
         pictures: keep the PNGs in memory; with False, `ImageStep.pngs` is
             empty and `read_pictures` reads them when needed. Defaults to `True`.
+        kinds: read only these tag kinds (`tbviz.metadata.KINDS`); None for
+            all. Defaults to `None`.
     """
 
-    def __init__(self, run_dir: str, *, pictures: bool = True) -> None:
+    def __init__(
+        self, run_dir: str, *, pictures: bool = True, kinds: Iterable[str] | None = None
+    ) -> None:
         self.run_dir = run_dir
         self._pictures = pictures
+        self._kinds = None if kinds is None else frozenset(kinds)
         self._reset()
 
     def _reset(self) -> None:
@@ -148,7 +153,10 @@ class RunReader:
                     path, cursor, self._initial_metadata, self._raw.problems, tail
                 ):
                     for value in event.summary.value:
-                        _add(self._raw, event, value, self._plugins, (path, offset), self._pictures)
+                        _add(
+                            self._raw, event, value, self._plugins, (path, offset),
+                            self._pictures, self._kinds,
+                        )  # fmt: skip
             except Exception as error:  # noqa: BLE001 -- a damaged file must not stop the rest
                 self._raw.problems.append(
                     f"{path}: stopped reading ({type(error).__name__}: {error})"
@@ -225,6 +233,7 @@ def _add(
     plugins: dict[str, str],
     location: tuple[str, int] | None = None,
     pictures: bool = True,
+    kinds: frozenset[str] | None = None,
 ) -> None:
     parsed = metadata.parse_tag(value.tag)
     if parsed is None:
@@ -234,6 +243,8 @@ def _add(
     plugin = value.metadata.plugin_data.plugin_name or plugins.get(value.tag, "")
     if plugin:
         plugins.setdefault(value.tag, plugin)
+    if kinds is not None and kind not in kinds:
+        return
     if value.metadata.summary_description and value.tag not in result.descriptions:
         result.descriptions[value.tag] = value.metadata.summary_description
     if kind == metadata.IMAGE and plugin == "images":
@@ -250,11 +261,19 @@ def _add(
             )
         )
     elif kind in (*metadata.SCALAR_KINDS, metadata.CHANGE) and plugin == "scalars":
-        result.scalars[value.tag].append(
-            (event.step, float(tensor_util.make_ndarray(value.tensor)))
-        )
+        result.scalars[value.tag].append((event.step, _scalar(value.tensor)))
     elif kind == metadata.DISTRIBUTION and plugin == "histograms":
         result.histograms[value.tag].append((event.step, tensor_util.make_ndarray(value.tensor)))
+
+
+def _scalar(tensor) -> float:
+    # A scalar written as one float or double value (as tf.summary and tbviz write them) is
+    # read directly: make_ndarray costs most of the time of reading a big log.
+    if len(tensor.float_val) == 1 and not tensor.tensor_content:
+        return float(tensor.float_val[0])
+    if len(tensor.double_val) == 1 and not tensor.tensor_content:
+        return float(tensor.double_val[0])
+    return float(tensor_util.make_ndarray(tensor))
 
 
 def decode_png(png: bytes) -> np.ndarray:

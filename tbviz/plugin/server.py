@@ -58,6 +58,7 @@ _STATIC = {"/index.js": "text/javascript", "/style.css": "text/css"}
 _INTEGER = re.compile(r"[-+]?[0-9]{1,40}")
 _PICTURE_CACHE_SECONDS = 365 * 24 * 3600
 _NORMALIZE = re.compile(r"normalize='(map|layer|fixed)'")
+_KINDS = (metadata.IMAGE, metadata.CHANGE)  # what the tab shows
 
 
 class _BadRequest(Exception):
@@ -138,7 +139,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         with self._lock:
             for name, path in found.items():
                 if name not in self._runs:
-                    self._runs[name] = _Run(name, path, events.RunReader(path, pictures=False))
+                    reader = events.RunReader(path, pictures=False, kinds=_KINDS)
+                    self._runs[name] = _Run(name, path, reader)
             for name in list(self._runs):
                 if name not in found:
                     del self._runs[name]
