@@ -63,7 +63,9 @@ def test_activations_tab_grid_slider_play_compare_and_heat_map(demo_log, tmp_pat
         assert process.returncode == 0, process.stderr[-3000:]
     logdir = tmp_path / "logs"
     shutil.copytree(demo / "activations", logdir / "mnist" / "activations")
-    write_log(logdir / "z_hostile" / "activations", {HOSTILE: (12, 8)}, range(2))
+    damaged = write_log(logdir / "z_hostile" / "activations", {HOSTILE: (12, 8)}, range(3))
+    with open(damaged, "r+b") as file:  # the last record (epoch 2) cut short: a crashed writer
+        file.truncate(os.path.getsize(damaged) - 10)
     layers = len(DEMO_LAYERS)
     server = Server(logdir, "--load_fast=false")
     browser = None
@@ -115,7 +117,7 @@ def test_activations_tab_grid_slider_play_compare_and_heat_map(demo_log, tmp_pat
             assert browser.save_screenshot(str(SCREENSHOT.with_name("dashboard_change.png")))
             browser.switch_to.frame(find_frame(browser))
 
-        # A layer named like HTML is shown as text, and nothing is injected.
+        # A layer named like HTML is shown as text, nothing is injected; the damage is noticed.
         select = browser.find_element(By.ID, "run")
         browser.execute_script(
             "arguments[0].value = 'z_hostile/activations'; arguments[0].dispatchEvent(new Event('change'))",
@@ -125,6 +127,9 @@ def test_activations_tab_grid_slider_play_compare_and_heat_map(demo_log, tmp_pat
         page = wait(browser, lambda p: HOSTILE in p["layerNames"] and p["grid"]
                     and all(i["loaded"] for i in p["grid"]), "the hostile run")  # fmt: skip
         assert page["injected"] == 0
+        assert [int(i["step"]) for i in page["grid"]] == [0, 1]
+        (notice,) = page["notices"]
+        assert notice.startswith("z_hostile/activations: Skipped while reading:") and "ends inside a record" in notice
 
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors

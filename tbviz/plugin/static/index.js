@@ -28,7 +28,7 @@ const state = {
   position: -1,       // slider: index into the run's steps; -1 = the last one
   playing: null,      // slider: interval id while playing
   compare: {runA: null, stepA: null, runB: null, stepB: null},
-  notices: [],
+  notices: [],        // from /runs, and failures to reach the server
 };
 
 let ui = null;
@@ -73,6 +73,7 @@ function differenceUrl(runA, stepA, runB, stepB, layer, sample) {
 async function refresh() {
   const notices = [];
   let changed = false;
+  const versions = [...state.data.values()].map((d) => d.version).join();
   try {
     const listing = await getJson("runs");
     notices.push(...listing.notices);
@@ -89,9 +90,7 @@ async function refresh() {
     for (const run of wanted) {
       if (state.data.get(run)?.version !== listing.versions[run]) {
         state.data.set(run, prepare(await getJson("run", {run})));
-        changed = true;
       }
-      notices.push(...state.data.get(run).notices.map((n) => `${run}: ${n}`));
     }
   } catch (error) {
     notices.push(`Could not reach the server: ${error.message}`);
@@ -100,6 +99,7 @@ async function refresh() {
     state.notices = notices;
     changed = true;
   }
+  changed ||= versions !== [...state.data.values()].map((d) => d.version).join();
   ui.live.textContent = `live · checked ${new Date().toLocaleTimeString()}`;
   if (changed) draw();
 }
@@ -195,9 +195,16 @@ async function loadAndDraw(run) {
   draw();
 }
 
+// What the page says was skipped: the server's notices and those of the runs on screen.
+function allNotices() {
+  const runs = new Set([state.run, ...(state.view === "compare" ? [state.compare.runA, state.compare.runB] : [])]);
+  const fromRuns = [...runs].filter((r) => state.data.has(r)).flatMap((r) => state.data.get(r).notices.map((n) => `${r}: ${n}`));
+  return [...state.notices, ...fromRuns];
+}
+
 function draw() {
   fillSelect(ui.run, state.runs.map((r) => [r, r]), state.run);
-  ui.notices.replaceChildren(...state.notices.map((n) => el("li", {text: n})));
+  ui.notices.replaceChildren(...allNotices().map((n) => el("li", {text: n})));
   for (const tab of ui.tabs) tab.classList.toggle("active", tab.dataset.view === state.view);
   const data = currentData();
   if (!data) {
