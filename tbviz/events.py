@@ -380,7 +380,9 @@ def _load_events(
         try:
             event = event_pb2.Event.FromString(record)
         except DecodeError as error:
-            problems.append(f"{path}: record at byte {offset} is not an event ({error}); skipped it")
+            problems.append(
+                f"{path}: record at byte {offset} is not an event ({error}); skipped it"
+            )
             continue
         for migrated in dataclass_compat.migrate_event(
             data_compat.migrate_event(event), initial_metadata

@@ -408,8 +408,8 @@ def change_heatmap(
     cell = HEAT_CELL * scale
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = int(max((probe.textlength(layer, font=font) for layer in layers), default=0)) + 2 * GAP
-    label_width = min(label_width, 320)
+    longest = max((probe.textlength(layer, font=font) for layer in layers), default=0)
+    label_width = min(int(longest) + 2 * GAP, 320)
     legend = (
         f"change since the previous logged epoch: {min(positive):.2g} (dark) to "
         f"{max(positive):.2g} (bright), log scale"

@@ -13,7 +13,6 @@ import pytest
 from _cli_support import write_log
 from _tensorboard_support import CommandLineServer, Server
 from PIL import Image
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from conftest import small_cnn
 from tbviz import ActivationLogger, events, metadata
@@ -151,6 +150,7 @@ def test_difference_of_two_runs_is_a_picture_of_the_same_size(board):
     [
         ("run", {"run": "../../etc"}, "unknown run '../../etc'"),
         ("run", {}, "missing parameter 'run'"),
+        ("run", {"run": "exp1/train"}, "unknown run 'exp1/train'"),
         ("picture", {"run": "exp1/activations/../../..", "layer": "conv_a", "step": 0, "sample": 0},
          "unknown run"),
         ("picture", {"run": "exp1/activations", "layer": "../conv_a", "step": 0, "sample": 0},

@@ -125,7 +125,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         if not self._logdir or "://" in self._logdir or not os.path.isdir(self._logdir):
             return {}
         directories = run_directories(self._logdir)
-        named = [d for d in directories if os.path.basename(os.path.abspath(d)) == metadata.RUN_NAME]
+        named = [
+            d for d in directories if os.path.basename(os.path.abspath(d)) == metadata.RUN_NAME
+        ]
         return {run_name(self._logdir, d): d for d in (named or directories)}
 
     def _list_runs(self) -> tuple[list[str], list[str]]:
@@ -161,7 +163,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         if not name:
             raise _BadRequest("missing parameter 'run'")
         run = self._runs.get(name)
-        if run is None:
+        if run is None or not self._index(run, refresh=False).layers:
             names, _ = self._list_runs()
             run = self._runs.get(name) if name in names else None
             if run is None:
@@ -273,7 +275,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         if layer not in index.steps:
             raise _BadRequest(f"run {run.name!r} has no layer {layer!r}")
         if step is None or not _INTEGER.fullmatch(step):
-            raise _BadRequest(f"parameter {what!r} must be an integer (a logged epoch); received {step!r}")
+            raise _BadRequest(
+                f"parameter {what!r} must be an integer (a logged epoch); received {step!r}"
+            )
         steps = index.steps[layer]
         if int(step) not in steps:
             first, last = min(steps), max(steps)
@@ -306,7 +310,9 @@ def _number(value: float | None) -> float | None:
 
 def _sample(sample: str | None, item: events.ImageStep) -> int:
     if sample is None or not _INTEGER.fullmatch(sample):
-        raise _BadRequest(f"parameter 'sample' must be an integer (a probe image); received {sample!r}")
+        raise _BadRequest(
+            f"parameter 'sample' must be an integer (a probe image); received {sample!r}"
+        )
     value = int(sample)
     if not 0 <= value < item.count:
         raise _BadRequest(
@@ -324,7 +330,7 @@ def _read(item: events.ImageStep, tag: str) -> list[bytes]:
 
 
 def _guarded(request, make, content_type: str = "application/json", cache_seconds: int = 0):
-    """Answers with ``make()``; a bad request is a 400 and any failure a plain message, never a trace."""
+    """Answers with ``make()``; a bad request is a 400, any failure a message, never a trace."""
     try:
         content = make()
     except _BadRequest as error:
