@@ -37,7 +37,9 @@ class ActivationLogger(keras.callbacks.Callback):
     ``tf.summary.image``'s format to the run ``<log_dir>/activations`` under
     the tag ``feature_maps/<layer path>``, at step = Keras' epoch index, beside
     mean, standard deviation, zero fraction and a histogram of the layer's
-    activations. See `tbviz.metadata` for the tag scheme. PNG encoding and
+    activations, and (from the second logged epoch, whatever `stats` says)
+    how much they changed since the previous logged epoch, ``change/<layer
+    path>``. See `tbviz.metadata` for the tag scheme. PNG encoding and
     writing run on a background thread; each epoch is flushed to disk, and
     everything is on disk when ``fit()`` returns.
 
