@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import pictures_at, read_activations
+from test_models import GRAY, assert_monotone, fit, raises_before_training
+
 from tbviz import ActivationLogger, metadata
 from tbviz import layers as layer_selection
 from tbviz.summary import LayerSummaryWriter
-from test_models import GRAY, assert_monotone, fit, raises_before_training
 
 
 def image_paths(result):
@@ -138,12 +138,12 @@ class GAN(keras.Model):
             labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], 0)
             d_loss = self.loss_fn(labels, logits)
         grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights, strict=True))
         with tf.GradientTape() as tape:
             logits = self.discriminator(self.generator(noise))
             g_loss = self.loss_fn(tf.zeros((batch, 1)), logits)
         grads = tape.gradient(g_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights, strict=True))
         return {"d_loss": d_loss, "g_loss": g_loss}
 
     @property
