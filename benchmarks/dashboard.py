@@ -104,7 +104,6 @@ def main() -> None:
 def time_browser(base: str) -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
     import tempfile
-
     from pathlib import Path
 
     from test_dashboard_browser import PAGE, chromium, find_frame

@@ -64,12 +64,16 @@ class ActivationLogger(keras.callbacks.Callback):
             tbviz writes to its ``activations`` subdirectory. Defaults to `"logs"`.
         layers: which layers to log: None for the default (layers with a
             spatial or sequence output, reaching into nested models, except
-            input, dropout, padding, cropping and reshape layers; past
-            `max_layers`, block outputs spread evenly over the depth; a model
-            with no such layer gets its Dense layers); or a layer name, a path
-            into a nested model (``"backbone/block_1_relu"``), a glob pattern
-            (``"conv*"``), a compiled regular expression, a layer class, a
-            layer object, or a list of these. Defaults to `None`.
+            input, dropout, padding, cropping and reshape layers and Keras'
+            preprocessing and augmentation layers; past `max_layers`, block
+            outputs spread evenly over the depth; a model with no such layer
+            gets its Dense layers); or a layer name, a path into a nested
+            model (``"backbone/block_1_relu"``; ``"encoder@1/conv"`` for the
+            second call of a nested model called twice, ``"encoder/conv"``
+            for every call), a glob pattern (``"conv*"``), a compiled regular
+            expression, a layer class, a layer object, or a list of these.
+            The model's input layer can be selected too: its picture is the
+            probe as the model sees it. Defaults to `None`.
         freq: log every `freq` epochs (epochs 0, freq, 2 * freq, ...).
             Defaults to `1`.
         normalize: ``"map"``: one contrast per feature map, to see the
@@ -95,6 +99,14 @@ class ActivationLogger(keras.callbacks.Callback):
         max_layers: the most layers the default selection picks. Defaults to `12`.
         stats: log mean, std and zero-fraction scalars per layer. Defaults to `True`.
         histograms: log a histogram of each layer's activations. Defaults to `True`.
+        max_probes: the most probe samples pictured; a larger probe batch
+            (say a whole test set passed by mistake) is cut to its first
+            `max_probes` samples, with a warning. Defaults to `16`.
+        model: the model to picture, when it is not the one ``fit()`` trains:
+            the generator of a GAN (the probe is then a batch of latent
+            vectors), a VAE's decoder, a backbone inside a custom training
+            wrapper. The callback is still given to the wrapper's ``fit()``.
+            Defaults to `None`: the model being trained.
 
     Example:
 
@@ -123,9 +135,21 @@ class ActivationLogger(keras.callbacks.Callback):
         max_layers: int = 12,
         stats: bool = True,
         histograms: bool = True,
+        max_probes: int = 16,
+        model: keras.Model | None = None,
     ) -> None:
         super().__init__()
-        self.probe = _as_probe(probe_images)
+        if not isinstance(max_probes, int) or max_probes < 1:
+            raise ValueError(
+                f"`max_probes` must be a positive integer. Received: max_probes={max_probes!r}"
+            )
+        if model is not None and not isinstance(model, keras.Model):
+            raise TypeError(
+                "`model` must be a keras.Model (the model to picture, e.g. a GAN's generator). "
+                f"Received: model={model!r} of type {type(model).__name__}"
+            )
+        self.probe = _capped(_as_probe(probe_images), max_probes)
+        self.pictured_model = model
         self.log_dir = _checked_log_dir(log_dir)
         if not isinstance(freq, int) or freq < 1:
             raise ValueError(f"`freq` must be a positive integer. Received: freq={freq!r}")
@@ -171,8 +195,10 @@ class ActivationLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         self._active = _writes_summaries(self.model)
-        if self._active and self._step_fn is None and _has_inputs(self.model):
-            self._build()
+        if self._active and self._step_fn is None:
+            target = self._target()
+            if _has_inputs(target):
+                self._build()
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # A Sequential model without an Input gets its inputs during the first batch.
@@ -219,8 +245,29 @@ class ActivationLogger(keras.callbacks.Callback):
         self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
         self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
 
-    def _build(self) -> None:
+    def _target(self) -> keras.Model:
+        """The model to picture: `model=`, else the one being trained, which must have a `call`."""
+        if self.pictured_model is not None:
+            return self.pictured_model
         model = self.model
+        if not _has_call(model):
+            inner = [
+                f"{model.name}.{attribute}"
+                for attribute, value in vars(model).items()
+                if isinstance(value, keras.Model) and not attribute.startswith("_")
+            ]
+            raise ValueError(
+                f"Model '{model.name}' ({type(model).__name__}) has no `call()`: it trains "
+                f"the models it holds ({', '.join(inner) or 'none found'}) in its own "
+                "`train_step`, so there is no forward pass to run the probe through. Pass the "
+                "model to picture as `model=`, e.g. "
+                f"ActivationLogger(probe, model={inner[0] if inner else 'generator'}), with a "
+                "probe that matches that model's input."
+            )
+        return model
+
+    def _build(self) -> None:
+        model = self._target()
         graph = _has_inputs(model)
         if not graph and isinstance(model, keras.Sequential):
             raise ValueError(
@@ -252,7 +299,15 @@ class ActivationLogger(keras.callbacks.Callback):
             )
         options = self.options
         wants_stats = self.stats or self.histograms
-        index = {id(e.layer): i for i, e in enumerate(usable)}
+        index = {e.key: i for i, e in enumerate(usable)}
+        inputs_at = {e.input_index: i for i, e in enumerate(usable) if e.input_index is not None}
+        # How often each tapped layer runs in one forward pass, by the walk: a check that
+        # the calls counted at run time are the ones the entries are keyed on.
+        expected_calls: dict[int, int] = {}
+        for entry in entries:
+            if entry.input_index is None and not entry.needs_capture:
+                key = id(entry.layer)
+                expected_calls[key] = max(expected_calls.get(key, 0), entry.call + 1)
         channels_first = [e.channels_first for e in usable]
 
         def summarize(i: int, output: tf.Tensor, fixed_range: tuple) -> tuple:
@@ -275,22 +330,35 @@ class ActivationLogger(keras.callbacks.Callback):
             pass, instead of every selected activation waiting for the end.
             """
             results: dict[int, tuple] = {}
+            flat_probe = keras.tree.flatten(probe)
+            for k, i in inputs_at.items():  # an input's picture: the probe as the model sees it
+                results[i] = summarize(i, flat_probe[k], fixed_ranges[i])
 
-            def tap(layer, output):
-                i = index[id(layer)]
+            def tap(layer, call, output):
+                i = index.get((id(layer), call))
+                if i is None:  # a call of a shared layer that is not selected
+                    return output
                 results[i] = summarize(i, output, fixed_ranges[i])
                 if tf.executing_eagerly():
                     return output
                 with tf.control_dependencies(tf.nest.flatten(results[i])):
                     return tf.nest.map_structure(tf.identity, output)
 
-            with capture.recording([e.layer for e in usable], tap=tap):
+            tapped = [e.layer for e in usable if e.input_index is None]
+            with capture.recording(tapped, tap=tap) as recorded:
                 model(probe, training=False)
+            miscounted = [
+                f"'{layer.name}' ran {recorded.calls.get(id(layer), 0)} times, expected "
+                f"{expected_calls[id(layer)]}"
+                for layer in tapped
+                if id(layer) in expected_calls
+                and recorded.calls.get(id(layer), 0) != expected_calls[id(layer)]
+            ]
             missing = [e.path for i, e in enumerate(usable) if i not in results]
-            if missing:
+            if missing or miscounted:
                 raise RuntimeError(
-                    f"layers {', '.join(missing)} of model '{model.name}' did not run on the "
-                    "probe batch"
+                    f"layers {', '.join(missing + miscounted)} of model '{model.name}': the "
+                    "probe batch did not run them as the model's graph says"
                 )
             return [results[i] for i in range(len(usable))]
 
@@ -500,6 +568,36 @@ def _match_probe(probe: Any, inputs: list | None, structure: Any = None) -> Any:
             )
         tensors.append(tf.constant(array, dtype=dtype))
     return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _capped(probe: Any, max_probes: int) -> Any:
+    """The probe cut to its first `max_probes` samples, with a warning if that cuts anything."""
+    arrays = probe.values() if isinstance(probe, dict) else probe if isinstance(probe, list) else [probe]
+    count = next(iter(arrays)).shape[0]
+    if count <= max_probes:
+        return probe
+    warnings.warn(
+        f"tbviz.ActivationLogger: `probe_images` has {count} samples; only the first "
+        f"{max_probes} are pictured (max_probes={max_probes}), one picture per sample, layer "
+        f"and epoch. Pass a few images (2-8 are plenty), or max_probes={count} to picture all.",
+        UserWarning,
+        stacklevel=3,
+    )
+    if isinstance(probe, dict):
+        return {key: value[:max_probes] for key, value in probe.items()}
+    if isinstance(probe, list):
+        return [value[:max_probes] for value in probe]
+    return probe[:max_probes]
+
+
+def _has_call(model: keras.Model) -> bool:
+    """False for a training wrapper (a GAN) that defines `train_step` but no `call`."""
+    return any(
+        "call" in vars(cls) for cls in type(model).__mro__ if cls not in _BASE_MODEL_CLASSES
+    )
+
+
+_BASE_MODEL_CLASSES = set(keras.Model.__mro__)
 
 
 def _has_inputs(model: keras.Model) -> bool:

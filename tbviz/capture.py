@@ -5,8 +5,10 @@ is temporarily replaced by a wrapper that records what it returns, and that
 can hand the output to a *tap* (`tbviz.ActivationLogger`'s step pictures
 each layer there, inside its ``tf.function``, as soon as the layer returns).
 The original ``call`` is restored in a ``finally``, whatever happens. A layer
-called several times during one forward pass (a shared layer) is recorded at
-its first call.
+called several times during one forward pass (a shared layer, or one inside a
+nested model called more than once) is recorded at its first call, and the
+tap sees every call with its number (``SelectedLayer.call`` says which one an
+entry is).
 
 A subclassed model's layers have no symbolic outputs (``layer.output``
 raises), so `capture_entries` runs such a model eagerly once to learn its
@@ -28,34 +30,42 @@ from tbviz import layers as layer_selection
 _MISSING = object()
 
 
-Tap = Callable[[keras.layers.Layer, Any], Any]
+Tap = Callable[[keras.layers.Layer, int, Any], Any]
 
 
 class Recording:
-    """What the wrapped layers returned during one forward pass, by ``id(layer)``."""
+    """What the wrapped layers returned during one forward pass, by ``id(layer)``.
+
+    Attributes:
+        outputs: the first output of each layer.
+        order: the position at which each layer's first call returned.
+        calls: how many times each layer's ``call`` ran.
+    """
 
     def __init__(self, tap: Tap | None = None) -> None:
         self.outputs: dict[int, Any] = {}
         self.order: dict[int, int] = {}
+        self.calls: dict[int, int] = {}
         self.tap = tap
 
     def record(self, layer: keras.layers.Layer, output: Any) -> Any:
         """Keeps the first output of `layer`; returns what the model goes on with."""
         key = id(layer)
-        if key in self.outputs:  # a later call of a shared layer
-            return output
-        self.outputs[key] = output
-        self.order[key] = len(self.order)
-        return output if self.tap is None else self.tap(layer, output)
+        call = self.calls.get(key, 0)
+        self.calls[key] = call + 1
+        if call == 0:
+            self.outputs[key] = output
+            self.order[key] = len(self.order)
+        return output if self.tap is None else self.tap(layer, call, output)
 
 
 @contextlib.contextmanager
 def recording(layers: Sequence[keras.layers.Layer], tap: Tap | None = None) -> Iterator[Recording]:
     """Wraps the ``call`` of `layers` to record their outputs; restores them on exit.
 
-    With a `tap`, ``tap(layer, output)`` is called on each layer's first
-    output as soon as the layer returns, and what it returns is what the
-    rest of the model receives (the same values; see
+    With a `tap`, ``tap(layer, call, output)`` is called as soon as the
+    layer returns, on every call (`call` counts them from 0), and what it
+    returns is what the rest of the model receives (the same values; see
     `tbviz.activation_logger` for why a tap returns them behind a control
     dependency).
     """

@@ -30,6 +30,7 @@ import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import google_crc32c
 import numpy as np
@@ -176,14 +177,12 @@ class RunReader:
                 problems=[*self._raw.problems, *self._tails.values()],
                 descriptions=dict(self._raw.descriptions),
             )
-            for source, target in (
-                (self._raw.images, result.images),
-                (self._raw.scalars, result.scalars),
-                (self._raw.histograms, result.histograms),
-            ):
-                for tag, items in source.items():
-                    latest = {_step(item): item for item in items}
-                    target[tag] = [latest[s] for s in sorted(latest)]
+            for tag, images in self._raw.images.items():
+                result.images[tag] = _latest(images)
+            for tag, scalars in self._raw.scalars.items():
+                result.scalars[tag] = _latest(scalars)
+            for tag, histograms in self._raw.histograms.items():
+                result.histograms[tag] = _latest(histograms)
             self._result = result
         return self._result
 
@@ -220,6 +219,15 @@ def read_pictures(step: ImageStep, tag: str) -> list[bytes]:
         if value.tag == tag:
             return list(value.tensor.string_val)[2:]
     raise damaged
+
+
+_Item = TypeVar("_Item", ImageStep, tuple[int, float], tuple[int, np.ndarray])
+
+
+def _latest(items: list[_Item]) -> list[_Item]:
+    """`items` in step order, a step logged more than once at its last value."""
+    latest = {_step(item): item for item in items}
+    return [latest[s] for s in sorted(latest)]
 
 
 def _step(item) -> int:
@@ -374,7 +382,7 @@ def _records(
 
 def _load_events(
     path: str, cursor: list[int], initial_metadata: dict, problems: list[str], tail: list[str]
-) -> Iterator[tuple[object, int]]:
+) -> Iterator[tuple[Any, int]]:
     """The events of `path` from byte ``cursor[0]`` (see `_records`), with their record's offset."""
     for offset, record in _records(path, cursor, problems, tail):
         try:

@@ -431,6 +431,7 @@ def change_heatmap(
         draw.text((label_width - GAP, top + cell / 2), name, fill=INK, font=font, anchor="rm")
         for column, step in enumerate(steps):
             value = changes.get(layer, {}).get(step)
+            colour: tuple[int, ...]
             if value is None or not math.isfinite(value):
                 colour = NO_VALUE
             else:

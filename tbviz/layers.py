@@ -33,8 +33,10 @@ from typing import Any, Union
 
 import keras
 
-LayerSelector = Union[str, "re.Pattern[str]", type, keras.layers.Layer]
-LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]
+# Union, not `|`: these aliases are evaluated at import time, and Python 3.10 cannot
+# `|` a string forward reference.
+LayerSelector = Union[str, "re.Pattern[str]", type, keras.layers.Layer]  # noqa: UP007
+LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]  # noqa: UP007
 
 # Layers that only move, pad or perturb pixels: never worth a card by default.
 _PLUMBING = (
@@ -55,6 +57,20 @@ _PLUMBING = (
     keras.layers.Permute,
     keras.layers.Flatten,
 )
+# Keras' preprocessing and augmentation layers (`Rescaling`, `Normalization`,
+# `Resizing`, `CenterCrop`, every `Random*`, ...): at inference they show the
+# input, not features. Recognised by the package they (or a base class) come from,
+# so custom augmentation layers built on Keras' base classes count too.
+_PREPROCESSING_PACKAGE = "keras.src.layers.preprocessing"
+
+
+def is_preprocessing(layer: keras.layers.Layer) -> bool:
+    """A Keras preprocessing or data-augmentation layer (left out of the default choice)."""
+    return any(
+        (cls.__module__ or "").startswith(_PREPROCESSING_PACKAGE) for cls in type(layer).__mro__
+    )
+
+
 _ACTIVATIONS = (
     keras.layers.Activation,
     keras.layers.ReLU,
@@ -120,6 +136,11 @@ class SelectedLayer:
             inputs, or None.
         needs_capture: the output is only reachable by running the model
             eagerly (the layer lives in a subclassed model).
+        call: which run of the layer's ``call`` in one forward pass of the
+            top-level model this entry is (0 unless the layer, or a nested
+            model holding it, is called more than once: see `walk`).
+        input_index: for an input of the top-level model, its position in
+            ``model.inputs`` (its picture is the probe itself); else None.
     """
 
     path: str
@@ -129,6 +150,13 @@ class SelectedLayer:
     block_output: bool = False
     unreachable: str | None = None
     needs_capture: bool = False
+    call: int = 0
+    input_index: int | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(id(layer), call)``: what `tbviz.capture` hands a tap, identifying this entry."""
+        return id(self.layer), self.call
 
     @property
     def channels_first(self) -> bool:
@@ -261,6 +289,35 @@ def _graph_of(model: keras.layers.Layer) -> _CallGraph | None:
     return _CallGraph(model)
 
 
+def _execution_order(model: keras.Model) -> dict[int, int]:
+    """The position of each node of a Functional/Sequential model in Keras' own run of it.
+
+    Keras runs a model's nodes by decreasing depth, in list order within one
+    depth (``Function._run_through_graph``; a built ``Sequential`` runs its
+    ``_functional``). The only use of those private attributes.
+    """
+    function = getattr(model, "_functional", None) or model
+    by_depth = getattr(function, "_nodes_by_depth", None) or {}
+    order = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    return {id(node): position for position, node in enumerate(order)}
+
+
+def _calls(layer: keras.layers.Layer, nodes: list, owner: keras.Model) -> list[tuple[Any, int]]:
+    """The calls of `layer` in `owner`'s graph, in the order the model was built.
+
+    Returns ``(node, rank)`` pairs, where `rank` is the position of that call
+    among the layer's calls when Keras runs `owner` (what `tbviz.capture`
+    counts at run time).
+    """
+    if len(nodes) == 1:
+        return [(nodes[0], 0)]
+    inbound = getattr(layer, "_inbound_nodes", [])
+    built = sorted(nodes, key=lambda n: next(i for i, m in enumerate(inbound) if m is n))
+    position = _execution_order(owner)
+    run = sorted(nodes, key=lambda n: position.get(id(n), 0))
+    return [(node, next(i for i, m in enumerate(run) if m is node)) for node in built]
+
+
 # -- the walk ------------------------------------------------------------------------
 
 
@@ -278,12 +335,32 @@ def walk(model: keras.Model) -> list[SelectedLayer]:
     """Every layer of `model` in order, descending into nested models.
 
     Functional and Sequential models are walked through their call graph
-    (layers in graph order, each with its symbolic output). Subclassed models
-    are walked through the layers they track, also descending into
-    user-defined layers that hold layers; their entries have no output yet
-    (``needs_capture``): `tbviz.capture.capture_entries` records them.
+    (layers in graph order, each with its symbolic output), their inputs
+    first (an input's picture is the probe as the model sees it). A layer or
+    nested model called more than once in its model (a shared encoder of a
+    siamese network) gets one entry per call, its path marked with the call's
+    position in the order the model was built: ``encoder@0/conv``,
+    ``encoder@1/conv``. Subclassed models are walked through the layers they
+    track, also descending into user-defined layers that hold layers; their
+    entries have no output yet (``needs_capture``):
+    `tbviz.capture.capture_entries` records them, at their first call.
     """
-    return list(_walk(model, "", (), _graph_of(model), None))
+    graph = _graph_of(model)
+    inputs = []
+    if graph is not None:
+        for index, tensor in enumerate(_flat(model.inputs)):
+            node = _node_of(tensor)
+            if node is not None and isinstance(node.operation, keras.layers.InputLayer):
+                inputs.append(
+                    SelectedLayer(
+                        node.operation.name,
+                        node.operation,
+                        (model,),
+                        output=tensor,
+                        input_index=index,
+                    )
+                )
+    return inputs + list(_walk(model, "", (), graph, None, 0))
 
 
 def _walk(
@@ -292,7 +369,9 @@ def _walk(
     owners: tuple,
     graph: _CallGraph | None,
     blocked: str | None,
+    model_call: int,
 ) -> Iterator[SelectedLayer]:
+    """Entries of `model`'s layers; `model_call` is which run of `model` in one forward pass."""
     owners = (*owners, model)
     # Graph models list their layers in graph order; others in tracking order.
     for layer in model.layers if graph is not None else sublayers(model):
@@ -308,43 +387,44 @@ def _walk(
                 needs_capture=True,
             )
             if isinstance(layer, keras.Model) or _is_user_composite(layer):
-                yield from _walk(layer, f"{path}/", owners, None, blocked)
+                yield from _walk(layer, f"{path}/", owners, None, blocked, 0)
             continue
         nodes = graph.nodes_of.get(id(layer), [])
-        reason = blocked
-        if reason is None and not nodes:
+        if blocked is None and not nodes:
             reason = (
                 f"it is tracked by model '{model.name}' but is not on a path from "
                 f"'{model.name}''s inputs to its outputs"
             )
-        node = nodes[0] if nodes else None
-        output = None
-        if node is not None:
-            outs = node.output_tensors
-            output = outs[0] if len(outs) == 1 else list(outs)
-        yield SelectedLayer(
-            path,
-            layer,
-            owners,
-            output=output,
-            block_output=node is not None and id(node) in graph.cuts,
-            unreachable=reason,
-        )
-        if _is_container(layer):
+            yield SelectedLayer(path, layer, owners, unreachable=reason)
+            if _is_container(layer):
+                yield from _walk(layer, f"{path}/", owners, _graph_of(layer), reason, 0)
+            continue
+        calls = _calls(layer, nodes, model) if nodes else [(None, 0)]
+        for label, (node, rank) in enumerate(calls):
+            here = f"{path}@{label}" if len(calls) > 1 else path
+            call = model_call * len(calls) + rank
+            output = None
+            if node is not None:
+                outs = node.output_tensors
+                output = outs[0] if len(outs) == 1 else list(outs)
+            yield SelectedLayer(
+                here,
+                layer,
+                owners,
+                output=output,
+                block_output=node is not None and id(node) in graph.cuts,
+                unreachable=blocked,
+                call=call,
+            )
+            if not _is_container(layer):
+                continue
             inner_graph = _graph_of(layer)
-            inner_blocked = reason
-            if inner_blocked is None and len(nodes) > 1:
-                inner_blocked = (
-                    f"nested model '{layer.name}' is called {len(nodes)} times in "
-                    f"'{model.name}'; tbviz reaches inside a nested model only when it is "
-                    f"called exactly once (select '{path}' itself instead)"
-                )
-            if inner_graph is None:
+            if inner_graph is not None:
+                yield from _walk(layer, f"{here}/", owners, inner_graph, blocked, call)
+            elif label == 0:
                 # A subclassed model inside a graph: its layers are reached by capture,
-                # which records the first call whatever the number of calls.
-                yield from _walk(layer, f"{path}/", owners, None, reason)
-            else:
-                yield from _walk(layer, f"{path}/", owners, inner_graph, inner_blocked)
+                # which records their first call.
+                yield from _walk(layer, f"{path}/", owners, None, blocked, 0)
 
 
 def needs_capture(entries: Sequence[SelectedLayer]) -> bool:
@@ -440,6 +520,7 @@ def _is_candidate(entry: SelectedLayer, ranks: tuple[int, ...]) -> bool:
         entry.unreachable is None
         and not _is_container(layer)
         and not isinstance(layer, _PLUMBING)
+        and not is_preprocessing(layer)
         and output_rank(entry) in ranks
         and unusable_reason(entry) is None
     )
@@ -455,11 +536,13 @@ def _is_activation_like(layer: keras.layers.Layer) -> bool:
 def _distinct(entries: list[SelectedLayer]) -> list[SelectedLayer]:
     """Drops entries whose output is the very tensor of an earlier one (a custom block
     returning its last layer's output, in a subclassed model)."""
-    seen: set[int] = set()
+    seen: set[tuple[int, int]] = set()
     result = []
     for entry in entries:
-        if id(entry.output) not in seen:
-            seen.add(id(entry.output))
+        # The inner layers of a nested model called twice share their symbolic outputs.
+        key = (id(entry.output), entry.call)
+        if key not in seen:
+            seen.add(key)
             result.append(entry)
     return result
 
@@ -478,8 +561,10 @@ def default_layers(entries: list[SelectedLayer], max_layers: int) -> list[Select
     """The default choice: spatial and sequence layers, at most `max_layers` of them.
 
     Candidates: every reachable layer with a rank-3 to rank-5 output except
-    plumbing (input, dropout, padding, cropping, reshape, flatten) and nested
-    models (their inner layers are candidates instead); a model with none
+    plumbing (input, dropout, padding, cropping, reshape, flatten), Keras'
+    preprocessing and augmentation layers (`is_preprocessing`: at inference
+    they show the input) and nested models (their inner layers are
+    candidates instead); a model with none
     (an MLP) gets its rank-2 layers instead. Past `max_layers`, the first of
     these tiers with at least `max_layers` layers is used:
 
@@ -508,18 +593,22 @@ def default_layers(entries: list[SelectedLayer], max_layers: int) -> list[Select
 # -- explicit selection ------------------------------------------------------------------
 
 
+_CALL_MARK = re.compile(r"@\d+(?=/|$)")
+
+
 def _matches(entry: SelectedLayer, selector: LayerSelector) -> bool:
+    """Whether `selector` names `entry`: by path, by layer name, or by the path without
+    its call marks (``encoder/conv`` names ``encoder@0/conv`` and ``encoder@1/conv``)."""
     if isinstance(selector, keras.layers.Layer):
         return entry.layer is selector
     if isinstance(selector, type):
         return isinstance(entry.layer, selector)
+    names = {entry.path, entry.layer.name, _CALL_MARK.sub("", entry.path)}
     if isinstance(selector, re.Pattern):
-        return bool(selector.fullmatch(entry.path) or selector.fullmatch(entry.layer.name))
+        return any(selector.fullmatch(name) for name in names)
     if any(ch in selector for ch in "*?["):
-        return fnmatch.fnmatchcase(entry.path, selector) or fnmatch.fnmatchcase(
-            entry.layer.name, selector
-        )
-    return selector in (entry.path, entry.layer.name)
+        return any(fnmatch.fnmatchcase(name, selector) for name in names)
+    return selector in names
 
 
 def _describe(selector: LayerSelector) -> str:
@@ -572,6 +661,13 @@ def _no_match_error(model: keras.Model, selector: LayerSelector, entries: list) 
             )
     if isinstance(selector, (keras.layers.Layer, str)):
         hidden = _tracked_elsewhere(model, selector)
+        if isinstance(hidden, keras.layers.InputLayer):
+            return ValueError(
+                f"`layers`: '{hidden.name}' is the input layer of a model nested in "
+                f"'{model.name}': its values are the output of the layer that feeds that "
+                "nested model, so select that layer instead (the inputs of the top-level "
+                f"model can be selected: {', '.join(e.path for e in entries if e.input_index is not None) or 'none'})."
+            )
         if hidden is not None:
             return ValueError(
                 f"`layers`: layer '{hidden.name}' ({type(hidden).__name__}) cannot be reached "

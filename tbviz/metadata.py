@@ -23,7 +23,11 @@ epoch index (the step Keras' ``TensorBoard`` callback gives ``epoch_*``):
                             the second logged epoch on; see below)
 
 ``<layer>`` is the layer's path: its name, or ``outer/inner`` for a layer inside
-a nested model. Image summaries use TensorBoard's ``images`` plugin format:
+a nested model. A layer or nested model called more than once in its model (the
+shared encoder of a siamese network) has one path per call, marked with the
+call's position in the order the model was built: ``encoder@0/conv``,
+``encoder@1/conv``. An input of the model has the input layer's name as its
+path (its picture is the probe). Image summaries use TensorBoard's ``images`` plugin format:
 a string tensor ``[width, height, png_0, ..., png_k-1]``.
 
 ``change/<layer>`` at step t is the relative L2 change ``||a - b|| / ||b||``

@@ -110,11 +110,12 @@ class LayerSummaryWriter:
         self._writer.flush()
         if self._path is None or not self._pending:
             return
-        size = os.path.getsize(self._path) if os.path.exists(self._path) else -1
+        path = self._path
+        size = os.path.getsize(path) if os.path.exists(path) else -1
         if size <= self._size:
-            self._discard()
+            self._discard()  # forgets the path: the message keeps its own copy
             raise OSError(
-                f"the event file {self._path} "
+                f"the event file {path} "
                 + ("was removed" if size < 0 else "did not grow (is the disk full?)")
                 + "; what was written since the last flush is lost"
             )
@@ -122,6 +123,8 @@ class LayerSummaryWriter:
 
     def _discard(self) -> None:
         writer, self._writer, self._path = self._writer, None, None
+        if writer is None:
+            return
         try:
             writer.close()
         except Exception:  # noqa: BLE001 -- the file is already lost; closing is best effort

@@ -860,31 +860,6 @@ def test_disconnected_branch_is_refused_at_train_begin(tmp_path, images12, by):
     assert raises_before_training(model, x, y, logger, message) == 0
 
 
-def test_layer_inside_a_nested_model_called_twice_is_refused(tmp_path, images12):
-    """Inside a nested model called twice (a siamese encoder) there is no single output: ValueError at train begin saying so."""
-    x, y, probe = images12
-    encoder = keras.Sequential(
-        [
-            keras.Input((12, 12, 3)),
-            keras.layers.Conv2D(4, 3, name="enc_conv"),
-            keras.layers.GlobalAveragePooling2D(),
-        ],
-        name="encoder",
-    )
-    left, right = keras.Input((12, 12, 3)), keras.Input((12, 12, 3))
-    merged = keras.layers.Concatenate()([encoder(left), encoder(right)])
-    model = keras.Model(
-        [left, right], keras.layers.Dense(3, activation="softmax")(merged), name="siamese"
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
-    logger = ActivationLogger([probe, probe], log_dir=tmp_path, layers=["encoder/enc_conv"])
-    message = (
-        r"layer 'encoder/enc_conv' \(Conv2D\) cannot be reached from the inputs of model 'siamese': "
-        r"nested model 'encoder' is called 2 times in 'siamese'.*select 'encoder' itself"
-    )
-    assert raises_before_training(model, [x, x], y, logger, message) == 0
-
-
 @pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer 'net'")
 def test_subclassed_layer_never_called_is_refused(tmp_path, images12):
     """A layer a subclassed model tracks but never calls: ValueError naming it, after the first batch builds the model."""

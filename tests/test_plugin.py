@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from _cli_support import write_log
 from _tensorboard_support import CommandLineServer, Server
+from conftest import small_cnn
 from PIL import Image
 
-from conftest import small_cnn
 from tbviz import ActivationLogger, events, metadata
 from tbviz.plugin import IMAGE_SAMPLES, PLUGIN_NAME
 

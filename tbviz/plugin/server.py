@@ -41,6 +41,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -98,8 +99,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     # -- TensorBoard's plugin interface ------------------------------------------
 
     def get_plugin_apps(self):
-        apps = {route: self._serve_static for route in _STATIC}
-        apps.update(
+        routes = {route: self._serve_static for route in _STATIC}
+        routes.update(
             {
                 "/runs": self._serve_runs,
                 "/run": self._serve_run,
@@ -107,7 +108,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 "/difference": self._serve_difference,
             }
         )
-        return apps
+        return {route: _wsgi(handler) for route, handler in routes.items()}
 
     def is_active(self) -> bool:
         return bool(self._list_runs()[0])
@@ -173,7 +174,6 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     # -- routes --------------------------------------------------------------------
 
-    @wrappers.Request.application
     def _serve_static(self, request):
         name = request.path.rsplit("/", 1)[-1]
         try:
@@ -183,7 +183,6 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             return _respond(message, "text/plain", request, code=404)
         return _respond(content, _STATIC["/" + name], request)
 
-    @wrappers.Request.application
     def _serve_runs(self, request):
         return _guarded(request, lambda: self._runs_json())
 
@@ -195,10 +194,13 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 f"writes them to <log_dir>/{metadata.RUN_NAME}; they show here as soon as the "
                 "first epoch is logged."
             )
-        versions = {name: self._runs[name].index.version for name in names if name in self._runs}
+        versions = {
+            name: self._index(self._runs[name], refresh=False).version
+            for name in names
+            if name in self._runs
+        }
         return {"runs": names, "versions": versions, "notices": notices}
 
-    @wrappers.Request.application
     def _serve_run(self, request):
         return _guarded(request, lambda: self._run_json(request.args.get("run")))
 
@@ -236,7 +238,6 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "notices": [f"Skipped while reading: {p}" for p in result.problems],
         }
 
-    @wrappers.Request.application
     def _serve_picture(self, request):
         def picture():
             args = request.args
@@ -247,7 +248,6 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
         return _guarded(request, picture, "image/png", _PICTURE_CACHE_SECONDS)
 
-    @wrappers.Request.application
     def _serve_difference(self, request):
         def difference():
             args = request.args
@@ -288,6 +288,15 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         return steps[int(step)], metadata.tag(metadata.IMAGE, layer)
 
 
+def _wsgi(handler: Callable[[wrappers.Request], wrappers.Response]):
+    """A WSGI application (what TensorBoard routes to) answering with ``handler(request)``."""
+
+    def application(environ, start_response):
+        return handler(wrappers.Request(environ))(environ, start_response)
+
+    return application
+
+
 def _make_index(reader: events.RunReader) -> _Index:
     result = reader.result()
     layers = layer_order(result)
@@ -299,7 +308,7 @@ def _make_index(reader: events.RunReader) -> _Index:
     token = hashlib.sha1(
         "\n".join(os.path.basename(p) for p in events.event_files(reader.run_dir)).encode()
     ).hexdigest()[:12]
-    items = sum(len(v) for v in (*result.images.values(), *result.scalars.values()))
+    items = sum(map(len, result.images.values())) + sum(map(len, result.scalars.values()))
     return _Index(result, layers, steps, token, f"{token}.{items}.{len(result.problems)}")
 
 
