@@ -80,7 +80,8 @@ class CommandLineServer:
                     found.set()
             found.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         found.wait(timeout)
         match = next((re.search(r"at (http://\S+?)/? ", line) for line in lines if " at http://" in line), None)
         if match is None:
@@ -100,3 +101,5 @@ class CommandLineServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=30)  # the output ends with the process
+        self.process.stdout.close()
