@@ -257,10 +257,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _print_view_commands(logdir: str) -> None:
     quoted = shlex.quote(logdir)
     print(
-        "\nView them in TensorBoard's Images dashboard, every epoch on the step slider:\n"
+        "\nView them in TensorBoard's ACTIVATIONS tab (and its Images dashboard), every epoch:\n"
+        f"    tensorboard --logdir {quoted}\n"
+        "or, printing the URL:\n"
         f"    tbviz board {quoted}\n"
-        "or with plain TensorBoard:\n"
-        f"    tensorboard --logdir {quoted} --samples_per_plugin {SAMPLES_PER_PLUGIN}\n"
         "Export them as PNGs, GIFs and contact sheets:\n"
         f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}",
         flush=True,
