@@ -88,6 +88,16 @@ def test_activations_tab_grid_slider_play_compare_and_heat_map(demo_log, tmp_pat
             assert browser.save_screenshot(str(SCREENSHOT))
             browser.switch_to.frame(find_frame(browser))
 
+        # The probe image is a selector; the layer list can be filtered.
+        browser.execute_script(
+            "const s = document.querySelector('#probe'); s.value = '1'; s.dispatchEvent(new Event('change'))"
+        )
+        browser.find_element(By.ID, "filter").send_keys("conv")
+        page = wait(browser, lambda p: {i["layer"] for i in p["grid"]} == {"conv1", "conv2"}
+                    and all("sample=1" in i["src"] and i["loaded"] for i in p["grid"]), "probe 1, conv only")  # fmt: skip
+        browser.find_element(By.ID, "filter").clear()
+        browser.execute_script("const f = document.querySelector('#filter'); f.dispatchEvent(new Event('input'))")
+
         click_view(browser, "slider")
         page = wait(browser, lambda p: len(p["sliderImages"]) == layers and all(i["loaded"] for i in p["sliderImages"]),
                     "the slider view's pictures")  # fmt: skip

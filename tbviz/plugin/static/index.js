@@ -29,6 +29,7 @@ const state = {
   playing: null,      // slider: interval id while playing
   compare: {runA: null, stepA: null, runB: null, stepB: null},
   notices: [],        // from /runs, and failures to reach the server
+  failed: new Set(),  // runs whose /run failed: not asked again until /runs lists them anew
 };
 
 let ui = null;
@@ -79,6 +80,7 @@ async function refresh() {
     notices.push(...listing.notices);
     if (JSON.stringify(listing.runs) !== JSON.stringify(state.runs)) {
       state.runs = listing.runs;
+      state.failed.clear();
       changed = true;
     }
     if (!state.runs.includes(state.run)) {
@@ -177,6 +179,7 @@ function buildShell() {
   const zoomBox = el("div", {className: "zoom", id: "zoom", onclick: () => { zoomBox.hidden = true; }},
     el("figure", {}, zoomImage, zoomCaption));
   zoomBox.hidden = true;
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") zoomBox.hidden = true; });
   const bar = el("header", {className: "bar"},
     el("label", {}, "Run ", run), el("label", {}, "Probe image ", probe),
     el("label", {}, "Layers ", filter), el("nav", {className: "tabs"}, ...tabs), live);
@@ -189,6 +192,7 @@ async function loadAndDraw(run) {
     try {
       state.data.set(run, prepare(await getJson("run", {run})));
     } catch (error) {
+      state.failed.add(run);
       state.notices = [...state.notices, `${run}: ${error.message}`];
     }
   }
@@ -265,11 +269,13 @@ function stopPlaying() {
 }
 
 function drawSlider(data) {
+  const resume = state.playing !== null;  // a redraw (new epochs) while playing goes on playing
+  stopPlaying();
   const last = data.steps.length - 1;
   const position = state.position < 0 || state.position > last ? last : state.position;
   const slider = el("input", {type: "range", min: 0, max: last, step: 1, value: position, id: "epoch-slider"});
   const label = el("output", {id: "epoch-label"});
-  const play = el("button", {type: "button", id: "play", text: state.playing !== null ? "❚❚ Pause" : "▶ Play"});
+  const play = el("button", {type: "button", id: "play", text: "▶ Play"});
   const rows = visibleLayers(data).map((layer) => {
     const image = el("img", {alt: layer.name, width: layer.width, height: layer.height});
     image.dataset.layer = layer.name;
@@ -293,13 +299,7 @@ function drawSlider(data) {
     }
   };
   slider.addEventListener("input", () => { stopPlaying(); play.textContent = "▶ Play"; show(Number(slider.value)); });
-  play.addEventListener("click", () => {
-    if (state.playing !== null) {
-      stopPlaying();
-      play.textContent = "▶ Play";
-      return;
-    }
-    if (Number(slider.value) >= last) show(0);
+  const start = () => {
     play.textContent = "❚❚ Pause";
     state.playing = setInterval(() => {
       const next = Number(slider.value) + 1;
@@ -310,8 +310,18 @@ function drawSlider(data) {
         show(next);
       }
     }, PLAY_MS);
+  };
+  play.addEventListener("click", () => {
+    if (state.playing !== null) {
+      stopPlaying();
+      play.textContent = "▶ Play";
+      return;
+    }
+    if (Number(slider.value) >= last) show(0);
+    start();
   });
   show(position);
+  if (resume) start();
   const list = el("div", {className: "slider-list", id: "slider-list"},
     ...rows.map(({layer, image, note}) => el("figure", {}, el("figcaption", {text: layer.name, title: layer.description}), image, note)));
   return [el("p", {className: "controls"}, play, " ", slider, " ", label), list];
@@ -321,8 +331,8 @@ function drawSlider(data) {
 
 function drawCompare(data) {
   const c = state.compare;
-  if (!state.runs.includes(c.runA)) c.runA = data.run;
-  if (!state.runs.includes(c.runB)) c.runB = data.run;
+  if (!state.runs.includes(c.runA) || state.failed.has(c.runA)) c.runA = data.run;
+  if (!state.runs.includes(c.runB) || state.failed.has(c.runB)) c.runB = data.run;
   const dataA = state.data.get(c.runA);
   const dataB = state.data.get(c.runB);
   if (!dataA || !dataB) {
