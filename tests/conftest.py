@@ -1,8 +1,23 @@
-"""Shared test helpers: small real models and reading event files back."""
+"""Shared test helpers: small real models and reading event files back.
 
+The suite runs the same on any machine: before Keras is imported (here, and
+in every subprocess a test starts, which inherits this environment) the
+backend is pinned to TensorFlow and Keras reads its settings from a fresh,
+empty ``KERAS_HOME``, so a user's ``~/.keras/keras.json`` (image data format,
+floatx, backend) or ``KERAS_MAX_EPOCHS`` cannot change what the tests see.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tbviz-tests-keras-home-")
+atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
+for _name in ("KERAS_MAX_EPOCHS", "KERAS_MAX_STEPS_PER_EPOCH", "TF_USE_LEGACY_KERAS"):
+    os.environ.pop(_name, None)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -8,7 +8,11 @@ sub-model after training); and, where two runs must agree (channels first
 vs last, list vs dict probes, mixed precision vs float32), pixel by pixel.
 """
 
+import json
+import os
 import re
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -22,6 +26,7 @@ from tbviz import layers as layer_selection
 from tbviz.pictures import PictureOptions, render
 
 EPOCHS = 2
+NO_NCHW_WORKER = os.path.join(os.path.dirname(__file__), "_no_nchw_worker.py")
 GRAY = {"cmap": "gray", "normalize": "map", "clip_percentile": 0.0}
 
 
@@ -274,56 +279,98 @@ def test_unpicturable_outputs_are_skipped_with_one_warning_each(tmp_path):
     assert_logged(read_activations(tmp_path), {"conv1d": (8, 4), "masked": (8, 4)}, samples=2)
 
 
+def channels_first_model(rank):
+    """Depthwise conv, BN, ReLU, max-pool, all channels_first, on (3, 12) or (3, 12, 12) inputs.
+
+    These train on every CPU: Keras runs channels_first depthwise convolutions and
+    pooling on the CPU through channels_last kernels (it transposes), where a plain
+    Conv1D/Conv2D needs TensorFlow's NCHW kernels, which exist only with oneDNN
+    (see `test_missing_nchw_kernel_is_a_clear_warning`).
+    """
+    fmt = "channels_first"
+    conv, pool = (
+        (keras.layers.DepthwiseConv1D, keras.layers.MaxPooling1D)
+        if rank == 3
+        else (keras.layers.DepthwiseConv2D, keras.layers.MaxPooling2D)
+    )
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((3, *(12,) * (rank - 2))),
+            conv(3, depth_multiplier=2, data_format=fmt, name="conv"),  # 6 channels
+            keras.layers.BatchNormalization(axis=1, name="bn"),
+            keras.layers.ReLU(name="relu"),  # no data_format: inherited from bn
+            pool(data_format=fmt, name="pool"),
+            keras.layers.Flatten(data_format=fmt),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    return model
+
+
 @pytest.mark.parametrize("rank", [3, 4])
 def test_channels_first_is_read_from_the_layers(tmp_path, rank):
-    """A channels_first model (global setting left channels_last) gives the very pictures of its channels_last twin."""
+    """A channels_first model (global setting left channels_last): each channel's own map is pictured, in channel order."""
     rng = np.random.default_rng(0)
-    spatial = (12,) if rank == 3 else (12, 12)
-    x = rng.random((16, *spatial, 3), dtype=np.float32)
+    x = rng.random((16, 3, *(12,) * (rank - 2)), dtype=np.float32)
     y = rng.integers(0, 3, 16)
-    conv, pool = (
-        (keras.layers.Conv1D, keras.layers.MaxPooling1D)
-        if rank == 3
-        else (keras.layers.Conv2D, keras.layers.MaxPooling2D)
-    )
     assert keras.config.image_data_format() == "channels_last"
-    results = {}
-    for fmt in ("channels_last", "channels_first"):
-        first = fmt == "channels_first"
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((3, *spatial) if first else (*spatial, 3)),
-                conv(6, 3, data_format=fmt, name="conv"),
-                keras.layers.BatchNormalization(axis=1 if first else -1, name="bn"),
-                keras.layers.ReLU(name="relu"),  # no data_format: inherited from bn
-                pool(data_format=fmt, name="pool"),
-                keras.layers.Flatten(
-                    data_format=fmt
-                ),  # the same Dense weights see the same features
-                keras.layers.Dense(3, activation="softmax"),
-            ]
-        )
-        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
-        data = np.moveaxis(x, -1, 1) if first else x
-        logger = ActivationLogger(data[:2], log_dir=tmp_path / fmt)
-        assert fit(model, data, y, logger) == []
-        assert [e.channels_first for e in logger._selected] == [first] * 4
-        results[fmt] = read_activations(tmp_path / fmt)
+    model = channels_first_model(rank)
+    logger = ActivationLogger(x[:2], log_dir=tmp_path, **GRAY)
+    assert fit(model, x, y, logger) == []
+    assert [e.channels_first for e in logger._selected] == [True] * 4
+    # Outputs (N, 6, 10[, 10]) and (N, 6, 5[, 5]). Rank 3: a channel x time strip, 6 rows.
+    # Rank 4: 6 maps in a 2 x 3 grid with 1-pixel separators. Read as channels_last,
+    # the sizes would be other ones (10 or 5 channels).
     sizes = (
         {"conv": (10, 6), "bn": (10, 6), "relu": (10, 6), "pool": (5, 6)}
         if rank == 3
         else {"conv": (32, 21), "bn": (32, 21), "relu": (32, 21), "pool": (17, 11)}
     )
-    for fmt in results:
-        assert_logged(results[fmt], sizes, samples=2)
+    result = read_activations(tmp_path)
+    assert_logged(result, sizes, samples=2)
     for path in sizes:
-        for step in (0, 1):
-            for last, first in zip(
-                pictures_at(results["channels_last"], path, step),
-                pictures_at(results["channels_first"], path, step),
-            ):
-                np.testing.assert_array_equal(first, last)
+        values = output_of(model, path, x[:2])  # (2, 6, ...): channels first
+        for n, picture in enumerate(pictures_at(result, path, 1)):
+            if rank == 3:
+                assert_monotone(picture[:, :, 0], values[n], f"{path} sample {n}")
+                continue
+            side = values.shape[-1]
+            for channel in range(6):
+                row, col = divmod(channel, 3)
+                top, left = row * (side + 1), col * (side + 1)
+                cell = picture[top : top + side, left : left + side, 0]
+                assert_monotone(cell, values[n, channel], f"{path} sample {n} channel {channel}")
+
+
+@pytest.mark.slow
+def test_missing_nchw_kernel_is_a_clear_warning(tmp_path):
+    """Where TensorFlow has no NCHW kernel (oneDNN off), a channels_first model trained under XLA trains on, with one warning naming the layer and why."""
+    result_path = tmp_path / "result.json"
+    process = subprocess.run(
+        [sys.executable, NO_NCHW_WORKER, str(tmp_path / "logs"), str(result_path)],
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    result = json.loads(result_path.read_text())
+    assert result["onednn"] is False  # TensorFlow's own kernels: NHWC only, on any x86-64 CPU
+    for model in ("sequential", "subclassed"):
+        assert len(result[model]["loss"]) == EPOCHS, model  # training was not stopped
+        caught = [m for m in result[model]["warnings"] if "tbviz" in m]
+        assert len(caught) == 1, (model, caught)  # said once, not once per epoch
+        assert re.search(
+            r"TensorFlow has no channels_first \(NCHW\) kernel on this CPU for layer 'conv' "
+            rf"\(Conv2D\) of model '{model}', which tbviz runs without XLA; expected "
+            r"data_format='channels_last', or TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow is "
+            r"imported .*Received: data_format='channels_first' and \w+Error: .*only supports",
+            caught[0],
+        ), caught[0]
+        assert "{{" not in caught[0] and "Graph execution error" not in caught[0]
+        assert not read_activations(tmp_path / "logs" / model).images  # nothing half-written
 
 
 # -- model kinds ------------------------------------------------------------------------------
