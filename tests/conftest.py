@@ -8,8 +8,10 @@ floatx, backend) or ``KERAS_MAX_EPOCHS`` cannot change what the tests see.
 """
 
 import atexit
+import importlib
 import os
 import shutil
+import socket
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
@@ -63,3 +65,30 @@ def data():
     x = rng.random((32, 12, 12, 1), dtype=np.float32)
     y = rng.integers(0, 3, 32)
     return x, y, x[:3]
+
+
+@pytest.fixture
+def tensorboard_servers(monkeypatch):
+    """Every TensorBoard server a test starts in this process, shut down when the test ends.
+
+    ``TensorBoard.launch()`` serves forever from a daemon thread and keeps no handle on
+    the server; TensorBoard makes it with ``program.create_port_scanning_werkzeug_server``
+    (unless given another ``server_class``), which this records.
+    """
+    # The module itself: `from tensorboard import program` gives a lazy-loading stand-in.
+    program = importlib.import_module("tensorboard.program")
+    servers = []
+    make = program.create_port_scanning_werkzeug_server
+
+    def recording(wsgi_app, flags):
+        servers.append(make(wsgi_app, flags))
+        return servers[-1]
+
+    monkeypatch.setattr(program, "create_port_scanning_werkzeug_server", recording)
+    yield servers
+    for server in servers:
+        server.shutdown()  # ends serve_forever
+        server.server_close()
+        host, port = server.server_address[:2]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, port), timeout=10).close()
