@@ -182,7 +182,7 @@ class Board:
         return "".join(self._stderr)
 
     def readline(self, timeout: float = 60) -> str:
-        """The next line the board prints ("" once it has stopped); fails after `timeout` seconds."""
+        """The next line the board prints ("" once it has stopped); fails after `timeout` s."""
         try:
             line = self._stdout.get(timeout=timeout)
         except queue.Empty:

@@ -1,4 +1,4 @@
-"""A fresh Python process for tests/test_models.py: channels_first models where TensorFlow has no NCHW kernel.
+"""A fresh Python process for tests/test_models.py: channels_first models without NCHW kernels.
 
     python tests/_no_nchw_worker.py LOG_DIR RESULT_JSON
 

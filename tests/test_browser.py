@@ -87,7 +87,7 @@ def test_images_dashboard_shows_a_tbviz_card_with_its_step_slider(demo_log, tmp_
 
 def on_path(name: str) -> str:
     path = shutil.which(name)
-    assert path, f"{name!r} is not on PATH; .ci/run installs it (apt-get install chromium chromium-driver)"
+    assert path, f"{name!r} is not on PATH; .ci/run installs it (chromium, chromium-driver)"
     return path
 
 

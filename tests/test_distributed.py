@@ -112,7 +112,9 @@ def _finish(processes: dict[str, subprocess.Popen]) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-def _run_cluster(base, ports: list[int] | None = None, attempts: int = 3) -> dict[str, subprocess.Popen]:
+def _run_cluster(
+    base, ports: list[int] | None = None, attempts: int = 3
+) -> dict[str, subprocess.Popen]:
     """Runs two loop-workers as one cluster; on a port taken before a worker bound it, starts again.
 
     `ports` are those of the first attempt (later ones pick free ports). Worker i of

@@ -356,9 +356,8 @@ def test_unknown_layer_lists_close_matches(tmp_path, data):
     """An unknown layer name fails before training and suggests the closest real names."""
     x, y, probe = data
     logger = ActivationLogger(probe, log_dir=tmp_path, layers=["conv_c"])
-    batches = fit_expecting_error(
-        small_cnn(), x, y, logger, r"'conv_c' matches no layer.*Closest names: conv_[ab], conv_[ab]\."
-    )
+    message = r"'conv_c' matches no layer.*Closest names: conv_[ab], conv_[ab]\."
+    batches = fit_expecting_error(small_cnn(), x, y, logger, message)
     assert batches == 0
 
 
