@@ -50,10 +50,11 @@ BIND_FAILURE = "Could not start gRPC server"
 
 
 def _free_ports(count: int) -> list[int]:
+    """Ports free on every IPv4 address: TensorFlow's gRPC server binds 0.0.0.0:<port>."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
-            s.bind(("localhost", 0))
+            s.bind(("", 0))
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -195,7 +196,7 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
     # The first attempt's worker 1 gets a port another socket holds: the start-again path
     # runs every time, not only when a race happens.
     with socket.socket() as taken:
-        taken.bind(("localhost", 0))
+        taken.bind(("", 0))  # 0.0.0.0, where the worker's gRPC server binds
         taken.listen()
         workers = _run_cluster(tmp_path, ports=[*_free_ports(1), taken.getsockname()[1]])
     assert BIND_FAILURE in (tmp_path / "attempt0" / "worker1.json.out").read_text()
