@@ -230,4 +230,5 @@ class Board:
         rest = []
         while not self._stdout.empty() and (line := self._stdout.get_nowait()) is not None:
             rest.append(line)
+        self._printed += rest
         return self.process.returncode, "".join(rest), self.stderr
