@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -198,12 +199,12 @@ class ActivationLogger(keras.callbacks.Callback):
         if self._active and self._step_fn is None:
             target = self._target()
             if _has_inputs(target):
-                self._build()
+                self._build_unless_kernel_missing()
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # A Sequential model without an Input gets its inputs during the first batch.
         if self._active and self._step_fn is None:
-            self._build()
+            self._build_unless_kernel_missing()
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         if not self._active or epoch % self.freq:
@@ -219,7 +220,10 @@ class ActivationLogger(keras.callbacks.Callback):
                 raise  # a mistake in the arguments: say so instead of logging nothing
             _warn(f"could not log epoch {epoch}: {error}")
         except Exception as error:  # noqa: BLE001 -- a picture must never stop training
-            _warn(f"could not log epoch {epoch}: {type(error).__name__}: {error}")
+            missing = _missing_kernel(self.pictured_model or self.model, error)
+            if missing:
+                self._active = False  # the kernel will not appear later in this process
+            _warn(f"could not log epoch {epoch}: {missing or f'{type(error).__name__}: {error}'}")
         else:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="tbviz-writer")
@@ -234,6 +238,17 @@ class ActivationLogger(keras.callbacks.Callback):
             _warn(f"could not close the event file in {self._writer.run_dir}: {error}")
 
     # -- building ----------------------------------------------------------------
+
+    def _build_unless_kernel_missing(self) -> None:
+        # Building a subclassed model runs it once; a missing kernel must not stop training.
+        try:
+            self._build()
+        except tf.errors.OpError as error:
+            missing = _missing_kernel(self.pictured_model or self.model, error)
+            if not missing:
+                raise
+            self._active = False
+            _warn(f"could not log: {missing}")
 
     def _reset(self) -> None:
         self._step_fn = None
@@ -430,6 +445,55 @@ class ActivationLogger(keras.callbacks.Callback):
 
 def _warn(message: str) -> None:
     warnings.warn(f"tbviz.ActivationLogger: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _missing_kernel(model: keras.Model, error: BaseException) -> str | None:
+    """What to tell the user when TensorFlow has no kernel for a channels_first layer.
+
+    TensorFlow's own CPU convolutions take channels_last (NHWC) only; channels_first
+    (NCHW) ones exist where oneDNN is on, by default only on CPUs with AVX512-VNNI,
+    AVX512-BF16, AVX-VNNI or AMX. A model can train without them under XLA
+    (``jit_compile=True``), but tbviz's forward pass runs without XLA. None for any
+    other error.
+    """
+    if not isinstance(error, tf.errors.OpError):
+        return None
+    lines = error.message.splitlines()
+    reasons = [
+        re.sub(r"\x1b\[[0-9;]*m|\{\{[^}]*\}\}|\[Op:\w+\]", "", line).strip()  # colours, op names
+        for line in lines
+        if re.search(r"only supports (the )?ND?HW?C\b", line)
+    ]
+    if not reasons:
+        return None
+    suspects = [
+        layer
+        for layer in layer_selection.sublayers(model, recursive=True)
+        if getattr(layer, "data_format", None) == "channels_first"
+    ]
+    if not suspects:
+        return None
+    # The culprit: in a graph, its name scope in the node's name ("sequential/conv_1/convolution");
+    # run eagerly, its class ("Exception encountered when calling Conv2D.call()").
+    node = re.search(r"node (\S+)", error.message)
+    scopes = node.group(1).split("/") if node else []
+    classes = set(re.findall(r"calling (\w+)\.call\(\)", error.message))
+    named = [
+        layer
+        for layer in suspects
+        if type(layer).__name__ in classes
+        or any(re.fullmatch(re.escape(layer.name) + r"(_\d+)?", scope) for scope in scopes)
+    ]
+    named = named or suspects
+    layers = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in named)
+    return (
+        f"TensorFlow has no channels_first (NCHW) kernel on this CPU for "
+        f"{'layer' if len(named) == 1 else 'layers'} {layers} of "
+        f"model '{model.name}', which tbviz runs without XLA; expected data_format="
+        "'channels_last', or TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow is imported "
+        "(oneDNN runs NCHW). Nothing more is logged in this fit(). Received: "
+        f"data_format='channels_first' and {type(error).__name__}: {reasons[0]}"
+    )
 
 
 def _description(entry: layer_selection.SelectedLayer, options: PictureOptions) -> str:

@@ -80,7 +80,8 @@ def _logger(log_dir: str):
     import tbviz
 
     x, _ = data()
-    return tbviz.ActivationLogger(x[:PROBES], log_dir=log_dir, layers=LAYERS)
+    # Grey: each pixel reads back as its colour level (tests/test_distributed.py).
+    return tbviz.ActivationLogger(x[:PROBES], log_dir=log_dir, layers=LAYERS, cmap="gray")
 
 
 def _report(strategy, logger, losses: list[float]) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import pictures_at, read_activations
-from test_models import GRAY, assert_monotone, fit, raises_before_training
+from test_models import GRAY, assert_monotone, batches_until_refused, fit
 
 from tbviz import ActivationLogger, metadata
 from tbviz import layers as layer_selection
@@ -185,7 +185,7 @@ def test_wrapper_without_call_is_refused_before_training(tmp_path):
     real = np.zeros((16, 8, 8, 1), np.float32)
     logger = ActivationLogger(real[:2], log_dir=tmp_path)
     batches = []
-    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
+    counter = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda b, logs: batches.append(b))
     message = (
         r"Model 'gan' \(GAN\) has no `call\(\)`: it trains the models it holds "
         r"\(gan.generator, gan.discriminator\).*Pass the model to picture as `model=`"
@@ -298,7 +298,7 @@ def test_input_of_a_nested_model_is_refused_truthfully(tmp_path, images16):
         r"'backbone_in' is the input layer of a model nested in '.*': its values are the output "
         r"of the layer that feeds that nested model.*can be selected: image\)"
     )
-    assert raises_before_training(model, x, np.zeros((32, 4)), logger, message) == 0
+    assert batches_until_refused(model, x, np.zeros((32, 4)), logger, message) == 0
 
 
 # -- a probe batch that is too large ---------------------------------------------------------
