@@ -46,6 +46,7 @@ the number on TensorBoard's step slider. Existing files are overwritten.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import os
 import urllib.parse
@@ -343,7 +344,7 @@ def export_run(
         sheet = contact_sheet(
             [f"probe {p}" for p in range(probes)],
             [s.step for s in series],
-            lambda step, column, columns=columns: columns[column].get(step),
+            functools.partial(_cell, columns),
             scale=scale,
         )
         path = os.path.join(layer_dir, "sheet.png")
@@ -521,6 +522,11 @@ def write_gif(
     )
 
 
+def _cell(columns: list[dict[int, Image.Image]], step: int, column: int) -> Image.Image | None:
+    """The picture of one probe (`column`) at one step, if logged."""
+    return columns[column].get(step)
+
+
 def contact_sheet(
     titles: Sequence[str],
     steps: Iterable[int],
@@ -533,12 +539,12 @@ def contact_sheet(
     Layout and size: see the module doc.
     """
     steps = list(steps)
-    pictures = {
+    cells = {
         (row, column): cell(step, column)
         for row, step in enumerate(steps)
         for column in range(len(titles))
     }
-    pictures = {key: _enlarge(p, scale) for key, p in pictures.items() if p is not None}
+    pictures = {key: _enlarge(p, scale) for key, p in cells.items() if p is not None}
     widths = [
         max((p.width for (_, c), p in pictures.items() if c == column), default=0)
         for column in range(len(titles))

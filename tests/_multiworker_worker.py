@@ -136,7 +136,7 @@ def train_loop(strategy, log_dir: str) -> dict:
                     tf.reduce_sum(per_example(labels, model(images, training=True))) / GLOBAL_BATCH
                 )
             gradients = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
             return loss
 
         return strategy.reduce("SUM", strategy.run(replica_step, args=batch), axis=None)

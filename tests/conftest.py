@@ -24,11 +24,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tbviz import metadata  # noqa: E402
-from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
-
 # The 2-epoch `tbviz demo` log, trained once per session, shared by the CLI tests.
 from _cli_support import demo_log  # noqa: E402,F401
+
+from tbviz import metadata  # noqa: E402
+from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
 
 
 def read_activations(log_dir) -> ReadResult:

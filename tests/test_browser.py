@@ -18,7 +18,7 @@ DRIVER = "chromedriver"
 
 # The Images dashboard is Polymer: cards (tf-image-loader) and their sliders
 # (paper-slider) live in nested shadow roots, out of reach of plain CSS selectors.
-FIND_CARDS = """
+FIND_CARDS = r"""
 function* deep(root) {
   for (const el of root.querySelectorAll('*')) {
     yield el;

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import pictures_at, read_activations
+
 from tbviz import metadata
 from tbviz.pictures import LEVELS
 

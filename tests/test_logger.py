@@ -8,8 +8,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-
 from conftest import pictures_at, read_activations, small_cnn
+
 from tbviz import ActivationLogger, metadata
 from tbviz.pictures import LEVELS, NONFINITE_COLOR, palette
 

@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import pictures_at, read_activations
+
 from tbviz import ActivationLogger, capture, metadata
 from tbviz import layers as layer_selection
 from tbviz.pictures import LEVELS, render

@@ -7,10 +7,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import small_cnn
 from PIL import Image
 from tensorboard import program
 
-from conftest import small_cnn
 from tbviz import ActivationLogger, metadata
 
 EPOCHS = 12  # more than the 10 steps per tag TensorBoard keeps by default
