@@ -253,7 +253,7 @@ def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float:
 
         log_epoch(0)
         return statistics.median(
-            growth(lambda: log_epoch(epoch)) for epoch in range(1, repeats + 1)
+            growth(lambda epoch=epoch: log_epoch(epoch)) for epoch in range(1, repeats + 1)
         )
 
 

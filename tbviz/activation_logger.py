@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +17,7 @@ import tensorflow as tf
 from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz import metadata
+from tbviz.change import relative_change
 from tbviz.pictures import (
     PictureOptions,
     channels_shown,
@@ -50,7 +52,9 @@ class ActivationLogger(keras.callbacks.Callback):
     ``tf.summary.image``'s format to the run ``<log_dir>/activations`` under
     the tag ``feature_maps/<layer path>``, at step = Keras' epoch index, beside
     mean, standard deviation, zero fraction and a histogram of the layer's
-    activations. See `tbviz.metadata` for the tag scheme. PNG encoding and
+    activations, and (from the second logged epoch, whatever `stats` says)
+    how much they changed since the previous logged epoch, ``change/<layer
+    path>``. See `tbviz.metadata` for the tag scheme. PNG encoding and
     writing run on background threads; each epoch is flushed to disk, and
     everything is on disk when ``fit()`` returns.
 
@@ -234,12 +238,12 @@ class ActivationLogger(keras.callbacks.Callback):
         if self._active and self._step_fn is None:
             target = self._target()
             if _has_inputs(target):
-                self._build()
+                self._build_unless_kernel_missing()
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # A Sequential model without an Input gets its inputs during the first batch.
         if self._active and self._step_fn is None:
-            self._build()
+            self._build_unless_kernel_missing()
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         if not self._active or epoch % self.freq:
@@ -255,7 +259,10 @@ class ActivationLogger(keras.callbacks.Callback):
                 raise  # a mistake in the arguments: say so instead of logging nothing
             _warn(f"could not log epoch {epoch}: {error}")
         except Exception as error:  # noqa: BLE001 -- a picture must never stop training
-            _warn(f"could not log epoch {epoch}: {type(error).__name__}: {error}")
+            missing = _missing_kernel(self.pictured_model or self.model, error)
+            if missing:
+                self._active = False  # the kernel will not appear later in this process
+            _warn(f"could not log epoch {epoch}: {missing or f'{type(error).__name__}: {error}'}")
         else:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="tbviz-writer")
@@ -274,11 +281,23 @@ class ActivationLogger(keras.callbacks.Callback):
 
     # -- building ----------------------------------------------------------------
 
+    def _build_unless_kernel_missing(self) -> None:
+        # Building a subclassed model runs it once; a missing kernel must not stop training.
+        try:
+            self._build()
+        except tf.errors.OpError as error:
+            missing = _missing_kernel(self.pictured_model or self.model, error)
+            if not missing:
+                raise
+            self._active = False
+            _warn(f"could not log: {missing}")
+
     def _reset(self) -> None:
         self._step_fn = None
         self._selected: list[layer_selection.SelectedLayer] = []
         self._descriptions: list[str] = []
         self._fixed_ranges: list[tuple[float, float]] = []
+        self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
         self._active = True
         self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
         self._encoders: ThreadPoolExecutor | None = getattr(self, "_encoders", None)
@@ -450,7 +469,7 @@ class ActivationLogger(keras.callbacks.Callback):
         """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
         results = self._step_fn(*self._step_arguments())
         layers = []
-        for i, (entry, (pictures, numbers)) in enumerate(zip(self._selected, results)):
+        for i, (entry, (pictures, numbers, coarse)) in enumerate(zip(self._selected, results)):
             lo, hi, nonfinite, *scalars = numbers = numbers.numpy()
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
@@ -458,6 +477,7 @@ class ActivationLogger(keras.callbacks.Callback):
             if scalars:  # see `_summarize` for the layout
                 stats.update(zip(metadata.SCALAR_KINDS, scalars))
                 stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
+            stats[metadata.CHANGE] = self._change(entry.path, coarse.numpy())
             if stats["nonfinite"]:
                 _warn(
                     f"layer '{entry.path}' has {int(stats['nonfinite'])} NaN/Inf activations at "
@@ -465,6 +485,11 @@ class ActivationLogger(keras.callbacks.Callback):
                 )
             layers.append((entry.path, self._descriptions[i], pictures.numpy(), stats))
         return layers
+
+    def _change(self, path: str, coarse: np.ndarray) -> float | None:
+        """The layer's change since the previous logged epoch (see `tbviz.metadata`); keeps `coarse`."""
+        previous, self._previous[path] = self._previous.get(path), coarse
+        return None if previous is None else relative_change(coarse, previous)
 
     def _write(self, epoch: int, layers: list) -> None:
         """Writes one epoch (on the writer thread), then flushes it to disk.
@@ -476,12 +501,15 @@ class ActivationLogger(keras.callbacks.Callback):
 
         def encode(layer: tuple) -> bytes:
             path, description, pictures, stats = layer
+            scalars = {k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else {}
+            if stats[metadata.CHANGE] is not None:
+                scalars[metadata.CHANGE] = stats[metadata.CHANGE]
             return layer_summary(
                 path,
                 pictures,
                 self.options.palette,
                 description=description,
-                statistics={k: stats[k] for k in metadata.SCALAR_KINDS} if self.stats else None,
+                statistics=scalars,
                 histogram=stats["histogram"] if self.histograms else None,
             )
 
@@ -515,21 +543,27 @@ def _summarize(
     options: PictureOptions,
     channels_first: bool,
     wants_stats: bool,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """One layer's pictures and, in one float32 vector, its numbers: the value range used
-    (lo, hi), the NaN/Inf count, then with `wants_stats` mean, std, zero fraction and the
-    histogram's ``(bins, 3)`` rows. Two tensors a layer: each is a node of the step's graph."""
-    pictures, lo, hi = render(
-        output, options, channels_first=channels_first, fixed_range=tf.unstack(fixed_range)
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One layer's pictures; in one float32 vector its numbers: the value range used (lo,
+    hi), the NaN/Inf count, then with `wants_stats` mean, std, zero fraction and the
+    histogram's ``(bins, 3)`` rows; and its coarse maps (`tbviz.change`). Three tensors a
+    layer: each is a node of the step's graph."""
+    pictures, lo, hi, coarse = render(
+        output,
+        options,
+        channels_first=channels_first,
+        fixed_range=tf.unstack(fixed_range),
+        with_coarse=True,
     )
     # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
     with tf.control_dependencies([pictures]):
         stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
     numbers = [tf.reduce_min(lo), tf.reduce_max(hi), stats["nonfinite"]]
-    if not wants_stats:
-        return pictures, tf.stack(numbers)
-    numbers += [stats[kind] for kind in metadata.SCALAR_KINDS]
-    return pictures, tf.concat([tf.stack(numbers), tf.reshape(stats["histogram"], [-1])], 0)
+    if wants_stats:
+        numbers = [tf.stack(numbers + [stats[kind] for kind in metadata.SCALAR_KINDS])]
+        numbers.append(tf.reshape(stats["histogram"], [-1]))
+        return pictures, tf.concat(numbers, 0), coarse
+    return pictures, tf.stack(numbers), coarse
 
 
 def _summarizer(
@@ -558,6 +592,55 @@ def _summarizer(
 
 def _warn(message: str) -> None:
     warnings.warn(f"tbviz.ActivationLogger: {message}", RuntimeWarning, stacklevel=3)
+
+
+def _missing_kernel(model: keras.Model, error: BaseException) -> str | None:
+    """What to tell the user when TensorFlow has no kernel for a channels_first layer.
+
+    TensorFlow's own CPU convolutions take channels_last (NHWC) only; channels_first
+    (NCHW) ones exist where oneDNN is on, by default only on CPUs with AVX512-VNNI,
+    AVX512-BF16, AVX-VNNI or AMX. A model can train without them under XLA
+    (``jit_compile=True``), but tbviz's forward pass runs without XLA. None for any
+    other error.
+    """
+    if not isinstance(error, tf.errors.OpError):
+        return None
+    lines = error.message.splitlines()
+    reasons = [
+        re.sub(r"\x1b\[[0-9;]*m|\{\{[^}]*\}\}|\[Op:\w+\]", "", line).strip()  # colours, op names
+        for line in lines
+        if re.search(r"only supports (the )?ND?HW?C\b", line)
+    ]
+    if not reasons:
+        return None
+    suspects = [
+        layer
+        for layer in layer_selection.sublayers(model, recursive=True)
+        if getattr(layer, "data_format", None) == "channels_first"
+    ]
+    if not suspects:
+        return None
+    # The culprit: in a graph, its name scope in the node's name ("sequential/conv_1/convolution");
+    # run eagerly, its class ("Exception encountered when calling Conv2D.call()").
+    node = re.search(r"node (\S+)", error.message)
+    scopes = node.group(1).split("/") if node else []
+    classes = set(re.findall(r"calling (\w+)\.call\(\)", error.message))
+    named = [
+        layer
+        for layer in suspects
+        if type(layer).__name__ in classes
+        or any(re.fullmatch(re.escape(layer.name) + r"(_\d+)?", scope) for scope in scopes)
+    ]
+    named = named or suspects
+    layers = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in named)
+    return (
+        f"TensorFlow has no channels_first (NCHW) kernel on this CPU for "
+        f"{'layer' if len(named) == 1 else 'layers'} {layers} of "
+        f"model '{model.name}', which tbviz runs without XLA; expected data_format="
+        "'channels_last', or TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow is imported "
+        "(oneDNN runs NCHW). Nothing more is logged in this fit(). Received: "
+        f"data_format='channels_first' and {type(error).__name__}: {reasons[0]}"
+    )
 
 
 def _description(

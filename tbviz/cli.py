@@ -36,6 +36,8 @@ Files written (existing ones are overwritten), per run, layer and probe image:
                                           columns = probe images
   OUT/RUN/sheet_probe<i>.png              contact sheet: rows = epochs,
                                           columns = layers
+  OUT/RUN/change.png                      change heat map: rows = layers,
+                                          columns = epochs (change/<layer>)
 
 A contact sheet has a 64 px column of epoch labels, a 16 px row of titles and
 4 px gaps; column j is as wide as its widest picture, row i as tall as its
@@ -255,10 +257,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _print_view_commands(logdir: str) -> None:
     quoted = shlex.quote(logdir)
     print(
-        "\nView them in TensorBoard's Images dashboard, every epoch on the step slider:\n"
+        "\nView them in TensorBoard's ACTIVATIONS tab (and its Images dashboard), every epoch:\n"
+        f"    tensorboard --logdir {quoted}\n"
+        "or, printing the URL:\n"
         f"    tbviz board {quoted}\n"
-        "or with plain TensorBoard:\n"
-        f"    tensorboard --logdir {quoted} --samples_per_plugin {SAMPLES_PER_PLUGIN}\n"
         "Export them as PNGs, GIFs and contact sheets:\n"
         f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}",
         flush=True,
@@ -379,6 +381,7 @@ def _export(args: argparse.Namespace) -> int:
             f"run {summary.run!r}: {len(summary.layers)} layers x {len(summary.steps)} epochs -> "
             f"{summary.out_dir}: {len(summary.pngs)} PNGs, {len(summary.gifs)} GIFs, "
             f"{len(summary.sheets)} contact sheets"
+            + (", a change heat map" if summary.heatmap else "")
         )
     return 0
 

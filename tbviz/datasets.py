@@ -19,7 +19,7 @@ _LABELS = "t10k-labels-idx1-ubyte.gz"
 
 
 def _read_idx(name: str, offset: int) -> np.ndarray:
-    with resources.files("tbviz").joinpath("data", "mnist", name).open("rb") as f:
+    with resources.files("tbviz").joinpath("data").joinpath("mnist").joinpath(name).open("rb") as f:
         return np.frombuffer(gzip.decompress(f.read()), dtype=np.uint8, offset=offset)
 
 

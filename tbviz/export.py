@@ -17,6 +17,12 @@ image of a run:
         the layer's contact sheet: rows = epochs, columns = probe images.
     <out>/<run>/sheet_probe<i>.png
         the probe image's contact sheet: rows = epochs, columns = layers.
+    <out>/<run>/change.png
+        the change heat map, if the run has ``change/<layer>`` scalars: rows =
+        layers (model order), columns = logged epochs, each cell the layer's
+        change since the previous logged epoch (see `tbviz.metadata`), in
+        viridis on a log scale (bright: still changing, dark: settled; grey:
+        no value, e.g. the first logged epoch), min and max written below.
 
 A contact sheet has a LABEL_WIDTH = 64 px column of "epoch N" labels on the
 left, a HEADER_HEIGHT = 16 px row of column titles on top, and GAP = 4 px
@@ -40,6 +46,7 @@ the number on TensorBoard's step slider. Existing files are overwritten.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import os
 import urllib.parse
@@ -88,6 +95,7 @@ class ExportSummary:
     pngs: list[str] = field(default_factory=list)
     gifs: list[str] = field(default_factory=list)
     sheets: list[str] = field(default_factory=list)
+    heatmap: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -336,7 +344,7 @@ def export_run(
         sheet = contact_sheet(
             [f"probe {p}" for p in range(probes)],
             [s.step for s in series],
-            lambda step, column, columns=columns: columns[column].get(step),
+            functools.partial(_cell, columns),
             scale=scale,
         )
         path = os.path.join(layer_dir, "sheet.png")
@@ -358,7 +366,85 @@ def export_run(
         sheet.save(path)
         summary.sheets.append(path)
         tick(1)
+
+    changes = {
+        layer: dict(run.result.scalars.get(metadata.tag(metadata.CHANGE, layer), []))
+        for layer in layers
+    }
+    if any(changes.values()):
+        path = os.path.join(out_dir, "change.png")
+        os.makedirs(out_dir, exist_ok=True)
+        change_heatmap(layers, all_steps, changes, scale=scale).save(path)
+        summary.heatmap = path
     return summary
+
+
+HEAT_CELL = 12
+NO_VALUE = (224, 224, 224)
+
+
+def change_heatmap(
+    layers: Sequence[str],
+    steps: Sequence[int],
+    changes: dict[str, dict[int, float]],
+    *,
+    scale: int = 1,
+) -> Image.Image:
+    """The change heat map: rows = `layers`, columns = `steps`, ``changes[layer][step]`` coloured.
+
+    Cells are ``HEAT_CELL * scale`` pixels square, in viridis on a log scale
+    between the smallest and largest positive value (0 gets the darkest
+    colour); cells without a finite value are light grey. Layer names are on
+    the left, every few epochs' numbers on top, the scale's ends below.
+    """
+    import math
+
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    values = [v for layer in layers for v in changes.get(layer, {}).values()]
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    lo = math.log10(min(positive)) if positive else 0.0
+    hi = math.log10(max(positive)) if positive else 0.0
+    cell = HEAT_CELL * scale
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    longest = max((probe.textlength(layer, font=font) for layer in layers), default=0)
+    label_width = min(int(longest) + 2 * GAP, 320)
+    legend = (
+        f"change since the previous logged epoch: {min(positive):.2g} (dark) to "
+        f"{max(positive):.2g} (bright), log scale"
+        if positive
+        else "no change values"
+    )
+    width = max(label_width + cell * len(steps), int(probe.textlength(legend, font=font))) + GAP
+    height = HEADER_HEIGHT + cell * len(layers) + GAP + HEADER_HEIGHT
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    every = max(1, math.ceil(len(steps) * 24 / max(1, cell * len(steps))))  # a label every ~24 px
+    for column, step in enumerate(steps):
+        if column % every == 0:
+            draw.text((label_width + column * cell + cell / 2, HEADER_HEIGHT / 2), str(step),
+                      fill=INK, font=font, anchor="mm")  # fmt: skip
+    for row, layer in enumerate(layers):
+        top = HEADER_HEIGHT + row * cell
+        name = _fit_text(draw, layer, label_width - 2 * GAP, font)
+        draw.text((label_width - GAP, top + cell / 2), name, fill=INK, font=font, anchor="rm")
+        for column, step in enumerate(steps):
+            value = changes.get(layer, {}).get(step)
+            colour: tuple[int, ...]
+            if value is None or not math.isfinite(value):
+                colour = NO_VALUE
+            else:
+                if value <= 0:
+                    t = 0.0
+                else:
+                    t = (math.log10(value) - lo) / (hi - lo) if hi > lo else 1.0
+                colour = tuple(int(round(c * 255)) for c in cmap(t)[:3])
+            left = label_width + column * cell
+            draw.rectangle([left, top, left + cell - 2, top + cell - 2], fill=colour)
+    draw.text((GAP, height - HEADER_HEIGHT / 2), legend, fill=INK, font=font, anchor="lm")
+    return image
 
 
 def _series(run: Run, layer: str) -> list[events.ImageStep]:
@@ -436,6 +522,11 @@ def write_gif(
     )
 
 
+def _cell(columns: list[dict[int, Image.Image]], step: int, column: int) -> Image.Image | None:
+    """The picture of one probe (`column`) at one step, if logged."""
+    return columns[column].get(step)
+
+
 def contact_sheet(
     titles: Sequence[str],
     steps: Iterable[int],
@@ -448,12 +539,12 @@ def contact_sheet(
     Layout and size: see the module doc.
     """
     steps = list(steps)
-    pictures = {
+    cells = {
         (row, column): cell(step, column)
         for row, step in enumerate(steps)
         for column in range(len(titles))
     }
-    pictures = {key: _enlarge(p, scale) for key, p in pictures.items() if p is not None}
+    pictures = {key: _enlarge(p, scale) for key, p in cells.items() if p is not None}
     widths = [
         max((p.width for (_, c), p in pictures.items() if c == column), default=0)
         for column in range(len(titles))

@@ -33,8 +33,10 @@ from typing import Any, Union
 
 import keras
 
-LayerSelector = Union[str, "re.Pattern[str]", type, keras.layers.Layer]
-LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]
+# Union, not `|`: these aliases are evaluated at import time, and Python 3.10 cannot
+# `|` a string forward reference.
+LayerSelector = Union[str, "re.Pattern[str]", type, keras.layers.Layer]  # noqa: UP007
+LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]  # noqa: UP007
 
 # Layers that only move, pad or perturb pixels: never worth a card by default.
 _PLUMBING = (

@@ -18,6 +18,9 @@ epoch index (the step Keras' ``TensorBoard`` callback gives ``epoch_*``):
     std/<layer>             scalar: their standard deviation
     zero_fraction/<layer>   scalar: fraction of activations exactly 0 (dead ReLUs)
     distribution/<layer>    histogram of the finite activations
+    change/<layer>          scalar: how much the layer's activations on the probe
+                            batch changed since the previous logged epoch (from
+                            the second logged epoch on; see below)
 
 ``<layer>`` is the layer's path: its name, or ``outer/inner`` for a layer inside
 a nested model. A layer or nested model called more than once in its model (the
@@ -26,6 +29,18 @@ call's position in the order the model was built: ``encoder@0/conv``,
 ``encoder@1/conv``. An input of the model has the input layer's name as its
 path (its picture is the probe). Image summaries use TensorBoard's ``images`` plugin format:
 a string tensor ``[width, height, png_0, ..., png_k-1]``.
+
+``change/<layer>`` at step t is the relative L2 change ``||a - b|| / ||b||``
+between two small, fixed-size summaries of the layer's activations on the
+probe batch: ``a`` at step t, ``b`` at the previous logged step (so with
+``freq=5`` it is the change over 5 epochs). The summary is the layer's maps
+as pictured (the first ``max_channels`` channels, shrunk to fit
+``max_size``), each map further shrunk by area averaging to at most
+``COARSE_SIZE x COARSE_SIZE``, raw values before any normalisation: so it
+sees changes of both pattern and magnitude. Positions that are NaN/Inf in
+either are left out; ``||b|| == 0`` counts as ``||b||`` = 1e-12 (a dead layer
+that stays dead: 0). 0 means no change; 0.1 means the activations moved by
+10 % of their size; a layer that has stopped learning tends to 0.
 """
 
 from __future__ import annotations
@@ -37,9 +52,20 @@ MEAN = "mean"
 STD = "std"
 ZERO_FRACTION = "zero_fraction"
 DISTRIBUTION = "distribution"
+CHANGE = "change"
 
-SCALAR_KINDS = (MEAN, STD, ZERO_FRACTION)
-KINDS = (IMAGE, *SCALAR_KINDS, DISTRIBUTION)
+SCALAR_KINDS = (MEAN, STD, ZERO_FRACTION)  # the statistics scalars
+KINDS = (IMAGE, *SCALAR_KINDS, DISTRIBUTION, CHANGE)
+
+#: Each map is shrunk to at most this many pixels a side for the change metric.
+COARSE_SIZE = 8
+
+# Pictures are 8-bit palette PNGs whose indices are the normalised values: index
+# i < LEVELS stands for i / (LEVELS - 1) in [0, 1]; the last two entries are reserved.
+LEVELS = 254
+SEPARATOR_INDEX = 254  # grid separators
+NONFINITE_INDEX = 255  # NaN/Inf pixels, drawn in NONFINITE_COLOR
+NONFINITE_COLOR = (255, 0, 255)  # magenta: in none of the usual colour maps
 
 
 def tag(kind: str, layer_path: str) -> str:

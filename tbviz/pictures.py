@@ -51,12 +51,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+# The palette layout is part of the on-disk contract (`tbviz.metadata`).
+from tbviz.metadata import LEVELS, NONFINITE_COLOR, NONFINITE_INDEX, SEPARATOR_INDEX
+
 NORMALIZATIONS = ("map", "layer", "fixed")
-NONFINITE_COLOR = (255, 0, 255)  # magenta: in none of the usual colour maps
 SEPARATOR_COLOR = (255, 255, 255)
-LEVELS = 254  # colour levels; the last two of 256 palette entries are reserved:
-SEPARATOR_INDEX = 254
-NONFINITE_INDEX = 255
 _EPSILON = 1e-12
 
 
@@ -570,10 +569,13 @@ def render(
     *,
     channels_first: bool = False,
     fixed_range: tuple[tf.Tensor, tf.Tensor] | None = None,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    with_coarse: bool = False,
+) -> tuple[tf.Tensor, ...]:
     """Turns one layer output into pictures ``(N, H, W)`` of uint8 `options.palette` indices.
 
     Returns ``(pictures, lo, hi)``; ``lo``/``hi`` are the value range used.
+    With `with_coarse`, also the maps shrunk further by `tbviz.change.coarse`
+    (the input of the change metric): ``(pictures, lo, hi, coarse)``.
     With ``normalize="fixed"``, a finite `fixed_range` is used as the range
     instead of the one measured on `x` (so the caller can pin the first
     epoch's range); NaN in it means "measure".
@@ -612,4 +614,9 @@ def render(
             maps,
             (tf.uint8, tf.float32, tf.float32),
         )
-    return tile(indices, grid, padding=options.padding), lo, hi
+    pictures = tile(indices, grid, padding=options.padding)
+    if with_coarse:
+        from tbviz.change import coarse
+
+        return pictures, lo, hi, coarse(maps)
+    return pictures, lo, hi

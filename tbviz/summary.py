@@ -120,6 +120,8 @@ class LayerSummaryWriter:
 
     def _discard(self) -> None:
         writer, self._writer, self._path = self._writer, None, None
+        if writer is None:
+            return
         try:
             writer.close()
         except Exception:  # noqa: BLE001 -- the file is already lost; closing is best effort

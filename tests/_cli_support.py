@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -133,9 +135,13 @@ def _default_sigint() -> None:
 
 
 class Board:
-    """``tbviz board`` running in a subprocess."""
+    """``tbviz board`` running in a subprocess.
 
-    def __init__(self, logdir: str | os.PathLike, *extra: str) -> None:
+    Its output is read by two threads, so that waiting for a line has a deadline:
+    a board that hangs is a test failure that shows what it printed, not a hung test.
+    """
+
+    def __init__(self, logdir: str | os.PathLike, *extra: str, timeout: float = 60) -> None:
         self.process = subprocess.Popen(
             [TBVIZ, "board", os.fspath(logdir), "--port", "0", *extra],
             stdout=subprocess.PIPE,
@@ -146,14 +152,50 @@ class Board:
             # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
             preexec_fn=_default_sigint,
         )
-        self.first_line = self.process.stdout.readline()
+        self._stdout: queue.Queue[str | None] = queue.Queue()  # None: end of output
+        self._printed: list[str] = []  # stdout lines read so far
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.first_line = self.readline(timeout)
         match = re.search(r"(http://\S+/)", self.first_line)
         if match is None:
             self.stop()
-            raise AssertionError(
-                f"tbviz board printed no URL: {self.first_line!r}\n{self.process.stderr.read()}"
-            )
+            raise AssertionError(f"tbviz board printed no URL: {self.first_line!r}\n{self.stderr}")
         self.url = match.group(1)
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            self._stdout.put(line)
+        self._stdout.put(None)
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def readline(self, timeout: float = 60) -> str:
+        """The next line the board prints ("" once it has stopped); fails after `timeout` s."""
+        try:
+            line = self._stdout.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise AssertionError(
+                f"tbviz board printed no line in {timeout} s; stdout so far: "
+                f"{''.join(self._printed)!r}; stderr: {self.stderr!r}"
+            ) from None
+        if line is None:
+            self._stdout.put(None)  # stays at the end
+            return ""
+        self._printed.append(line)
+        return line
 
     def get(self, path: str, timeout: float = 10) -> bytes:
         with urllib.request.urlopen(self.url + path.lstrip("/"), timeout=timeout) as response:
@@ -173,14 +215,20 @@ class Board:
             time.sleep(0.5)
 
     def stop(self) -> tuple[int, str, str]:
-        """Ctrl+C, as a user stops it; returns ``(exit status, stdout rest, stderr)``."""
+        """Ctrl+C, as a user stops it; returns ``(exit status, stdout not yet read, stderr)``."""
         import signal
 
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         try:
-            out, err = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, err = self.process.communicate()
-        return self.process.returncode, out, err
+            self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=10)  # the pipes close with the process
+        rest = []
+        while not self._stdout.empty() and (line := self._stdout.get_nowait()) is not None:
+            rest.append(line)
+        self._printed += rest
+        return self.process.returncode, "".join(rest), self.stderr

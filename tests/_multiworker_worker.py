@@ -80,7 +80,8 @@ def _logger(log_dir: str):
     import tbviz
 
     x, _ = data()
-    return tbviz.ActivationLogger(x[:PROBES], log_dir=log_dir, layers=LAYERS)
+    # Grey: each pixel reads back as its colour level (tests/test_distributed.py).
+    return tbviz.ActivationLogger(x[:PROBES], log_dir=log_dir, layers=LAYERS, cmap="gray")
 
 
 def _report(strategy, logger, losses: list[float]) -> dict:
@@ -135,7 +136,7 @@ def train_loop(strategy, log_dir: str) -> dict:
                     tf.reduce_sum(per_example(labels, model(images, training=True))) / GLOBAL_BATCH
                 )
             gradients = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
             return loss
 
         return strategy.reduce("SUM", strategy.run(replica_step, args=batch), axis=None)

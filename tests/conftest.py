@@ -1,18 +1,34 @@
-"""Shared test helpers: small real models and reading event files back."""
+"""Shared test helpers: small real models and reading event files back.
 
+The suite runs the same on any machine: before Keras is imported (here, and
+in every subprocess a test starts, which inherits this environment) the
+backend is pinned to TensorFlow and Keras reads its settings from a fresh,
+empty ``KERAS_HOME``, so a user's ``~/.keras/keras.json`` (image data format,
+floatx, backend) or ``KERAS_MAX_EPOCHS`` cannot change what the tests see.
+"""
+
+import atexit
+import importlib
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tbviz-tests-keras-home-")
+atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
+for _name in ("KERAS_MAX_EPOCHS", "KERAS_MAX_STEPS_PER_EPOCH", "TF_USE_LEGACY_KERAS"):
+    os.environ.pop(_name, None)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tbviz import metadata  # noqa: E402
-from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
-
 # The 2-epoch `tbviz demo` log, trained once per session, shared by the CLI tests.
 from _cli_support import demo_log  # noqa: E402,F401
+
+from tbviz import metadata  # noqa: E402
+from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
 
 
 def read_activations(log_dir) -> ReadResult:
@@ -48,3 +64,28 @@ def data():
     x = rng.random((32, 12, 12, 1), dtype=np.float32)
     y = rng.integers(0, 3, 32)
     return x, y, x[:3]
+
+
+@pytest.fixture
+def tensorboard_servers(monkeypatch):
+    """Every TensorBoard server a test starts in this process, shut down when the test ends.
+
+    ``TensorBoard.launch()`` serves forever from a daemon thread and keeps no handle on
+    the server; TensorBoard makes it with ``program.create_port_scanning_werkzeug_server``
+    (unless given another ``server_class``), which this records.
+    """
+    # The module itself: `from tensorboard import program` gives a lazy-loading stand-in.
+    program = importlib.import_module("tensorboard.program")
+    servers = []
+    make = program.create_port_scanning_werkzeug_server
+
+    def recording(wsgi_app, flags):
+        servers.append(make(wsgi_app, flags))
+        return servers[-1]
+
+    monkeypatch.setattr(program, "create_port_scanning_werkzeug_server", recording)
+    yield servers
+    for server in servers:
+        server.shutdown()  # returns once serve_forever has ended
+        server.server_close()
+        assert server.socket.fileno() == -1  # the listening socket is closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 from _cli_support import Board, picture_png, write_log
 
 from tbviz import cli
@@ -42,8 +43,11 @@ def test_board_prints_url_and_images_link(tmp_path):
     write_log(tmp_path / "activations", {"conv1": (4, 4)}, [0])
     board = Board(tmp_path)
     try:
-        second = board.process.stdout.readline()
-        third = board.process.stdout.readline()
+        second = board.readline()
+        third = board.readline()
+        # Nothing more comes: waiting for it is a failure that shows the output, not a hang.
+        with pytest.raises(AssertionError, match=r"no line in 1 s; stdout so far: .*Press Ctrl\+C"):
+            board.readline(timeout=1)
     finally:
         board.stop()
     assert board.first_line.startswith(f"TensorBoard serving {tmp_path} at {board.url} ")
@@ -51,7 +55,7 @@ def test_board_prints_url_and_images_link(tmp_path):
     assert third == "Press Ctrl+C to stop.\n"
 
 
-def test_start_board_in_process_loads_the_log(tmp_path):
+def test_start_board_in_process_loads_the_log(tmp_path, tensorboard_servers):
     """start_board() can be called from Python and serves the same data."""
     import urllib.request
 
@@ -59,6 +63,7 @@ def test_start_board_in_process_loads_the_log(tmp_path):
     _, url = cli.start_board(
         str(tmp_path), 0, ["--load_fast=false", "--reload_task=blocking", "--reload_interval=0"]
     )
+    assert len(tensorboard_servers) == 1  # shut down when the test ends
     query = "data/plugin/images/images?run=activations&tag=feature_maps/conv1&sample=0"
     with urllib.request.urlopen(url + query, timeout=10) as response:
         assert len(json.loads(response.read())) == STEPS

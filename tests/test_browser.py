@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -10,12 +11,14 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver, installed by .ci/run
+# Found on PATH, as .ci/run looks for them (`command -v`) before it installs Debian's
+# chromium and chromium-driver: whatever .ci/run accepts, the test uses.
+BROWSER = "chromium"
+DRIVER = "chromedriver"
 
 # The Images dashboard is Polymer: cards (tf-image-loader) and their sliders
 # (paper-slider) live in nested shadow roots, out of reach of plain CSS selectors.
-FIND_CARDS = """
+FIND_CARDS = r"""
 function* deep(root) {
   for (const el of root.querySelectorAll('*')) {
     yield el;
@@ -67,7 +70,6 @@ def test_images_dashboard_shows_a_tbviz_card_with_its_step_slider(demo_log, tmp_
         assert f"step {DEMO_EPOCHS - 1}" in card["text"]
         assert card["slider"]["max"] == DEMO_EPOCHS - 1
         assert card["slider"]["value"] == DEMO_EPOCHS - 1  # the latest epoch is shown
-        time.sleep(1)  # let the last pictures paint
         screenshot = tmp_path / "tensorboard.png"
         assert browser.save_screenshot(str(screenshot))
     finally:
@@ -83,14 +85,20 @@ def test_images_dashboard_shows_a_tbviz_card_with_its_step_slider(demo_log, tmp_
     assert (np.abs(pixels[10, :, :].astype(int) - (245, 124, 0)).sum(axis=1) < 60).mean() > 0.5
 
 
+def on_path(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name!r} is not on PATH; .ci/run installs it (chromium, chromium-driver)"
+    return path
+
+
 def chromium(profile) -> webdriver.Chrome:
-    """Headless Debian Chromium through the system chromedriver; nothing is downloaded."""
+    """Headless Chromium through the chromedriver on PATH; nothing is downloaded."""
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = on_path(BROWSER)
     for flag in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}",
     ):  # fmt: skip
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(on_path(DRIVER)), options=options)

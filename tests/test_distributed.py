@@ -7,12 +7,20 @@ devices, and a multi-worker cluster needs one process per worker.
 How close the pictures of a distributed run must be to a single-process
 run's: the runs start from the same weights and see the same samples in
 every step; the only difference is the order in which a step's gradient is
-summed (two partial sums all-reduced instead of one sum), so weights differ
-by a few float32 ULPs (relative ~1e-7) after 8 steps. Such a difference moves
-a normalised value across one of the colour map's 256 bins only when it lies
-within ~1e-6 of a bin edge: a handful of pixels one colour step off. The
-tests allow at most 4 levels per channel (one or two steps of viridis) on at
-most 1% of the pixels, and require everything else to be exact.
+summed (two partial sums all-reduced instead of one sum), so values differ by
+float32 rounding, compounded over 8 steps: far less than the relative 1e-5
+within which the tests require the losses to agree. The pictures are grey,
+so each pixel reads back as one of the 254 colour levels. A value that moves
+by at most 1e-5 of its map's range changes level only when it lies that close
+to one of the 253 level boundaries, and then by one level: the tests allow
+one level on at most 2 * 1e-5 * 253 = 0.5% of the pixels, and require all
+others to be exact.
+
+The two MultiWorkerMirroredStrategy workers bind the ports named in their
+TF_CONFIG themselves; a port found free may be taken by another process
+before a worker binds it (TensorFlow's gRPC server refuses to share it). The
+worker then fails at once with "Could not start gRPC server" while the other
+one waits for it: the cluster is stopped and started again on other ports.
 """
 
 import json
@@ -20,12 +28,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import pictures_at, read_activations
+
 from tbviz import metadata
+from tbviz.pictures import LEVELS
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
@@ -34,13 +45,16 @@ LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
 SIZES = {"conv_a": (59, 29), "pool_a": (31, 15), "conv_b": (11, 11), "gap": (2, 2)}
 PROBES = 3
 TIMEOUT = 240
+RELATIVE = 1e-5  # how closely the runs agree: the losses' tolerance
+BIND_FAILURE = "Could not start gRPC server"
 
 
 def _free_ports(count: int) -> list[int]:
+    """Ports free on every IPv4 address: TensorFlow's gRPC server binds 0.0.0.0:<port>."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
-            s.bind(("localhost", 0))
+            s.bind(("", 0))
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -48,33 +62,84 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _start(mode: str, log_dir, result, tf_config: dict | None = None) -> subprocess.Popen:
+    """Starts a worker process; its output goes to ``<result>.out`` (a file: nothing can block)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen(
-        [sys.executable, WORKER, mode, str(log_dir), str(result)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with open(f"{result}.out", "w") as output:
+        return subprocess.Popen(
+            [sys.executable, WORKER, mode, str(log_dir), str(result)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
-def _finish(processes: dict[str, subprocess.Popen]) -> None:
-    """Waits for every process; fails with the output of any that failed."""
-    failures = []
+def _output(process: subprocess.Popen) -> str:
+    with open(f"{process.args[-1]}.out") as output:
+        return output.read()
+
+
+def _wait(processes: dict[str, subprocess.Popen]) -> None:
+    """Waits until every process has exited, one has failed, or TIMEOUT; then stops the rest."""
+    deadline = time.monotonic() + TIMEOUT
     try:
-        for name, process in processes.items():
-            output, _ = process.communicate(timeout=TIMEOUT)
-            if process.returncode != 0:
-                failures.append(f"{name} exited with {process.returncode}:\n{output[-3000:]}")
+        while time.monotonic() < deadline:
+            codes = [process.poll() for process in processes.values()]
+            if None not in codes or any(code for code in codes):
+                break
+            time.sleep(0.1)
     finally:
         for process in processes.values():
             if process.poll() is None:
                 process.kill()
-                process.communicate()
+                process.wait()
+
+
+def _failures(processes: dict[str, subprocess.Popen]) -> list[str]:
+    return [
+        f"{name} exited with {process.returncode}:\n{_output(process)[-3000:]}"
+        for name, process in processes.items()
+        if process.returncode != 0
+    ]
+
+
+def _finish(processes: dict[str, subprocess.Popen]) -> None:
+    """Waits for every process; fails with the output of any that failed or did not end."""
+    _wait(processes)
+    failures = _failures(processes)
     assert not failures, "\n\n".join(failures)
+
+
+def _run_cluster(
+    base, ports: list[int] | None = None, attempts: int = 3
+) -> dict[str, subprocess.Popen]:
+    """Runs two loop-workers as one cluster; on a port taken before a worker bound it, starts again.
+
+    `ports` are those of the first attempt (later ones pick free ports). Worker i of
+    attempt a writes under ``base/attempt<a>/worker<i>``. Returns the last attempt's
+    workers, all exited.
+    """
+    for attempt in range(attempts):
+        ports = ports if attempt == 0 and ports else _free_ports(2)
+        cluster = {"worker": [f"localhost:{port}" for port in ports]}
+        directory = base / f"attempt{attempt}"
+        directory.mkdir()
+        workers = {
+            f"worker{i}": _start(
+                "loop-worker",
+                directory / f"worker{i}",
+                directory / f"worker{i}.json",
+                {"cluster": cluster, "task": {"type": "worker", "index": i}},
+            )
+            for i in range(2)
+        }
+        _wait(workers)
+        if not any(BIND_FAILURE in _output(w) for w in workers.values() if w.returncode):
+            return workers
+    return workers
 
 
 def _assert_logged(log_dir) -> None:
@@ -88,15 +153,23 @@ def _assert_logged(log_dir) -> None:
         assert all((s.width, s.height) == SIZES[path] for s in steps)
 
 
+def _levels(picture: np.ndarray) -> np.ndarray:
+    """The colour level (0..253) of each pixel of a grey picture."""
+    assert (picture == picture[..., :1]).all()  # grey: no NaN/Inf marker
+    return np.round(picture[..., 0].astype(float) * (LEVELS - 1) / 255)
+
+
 def _assert_same_pictures(log_dir, reference_dir) -> None:
     ours, theirs = read_activations(log_dir), read_activations(reference_dir)
     for path in LAYERS:
         for step in (0, 1):
-            for a, b in zip(pictures_at(ours, path, step), pictures_at(theirs, path, step)):
+            pairs = zip(pictures_at(ours, path, step), pictures_at(theirs, path, step), strict=True)
+            for a, b in pairs:
                 assert a.shape == b.shape
-                difference = np.abs(a.astype(int) - b.astype(int))
-                assert difference.max() <= 4, (path, step, difference.max())
-                assert (difference > 0).mean() <= 0.01, (path, step, (difference > 0).mean())
+                difference = np.abs(_levels(a) - _levels(b))
+                assert difference.max() <= 1, (path, step, difference.max())
+                off = (difference > 0).mean()
+                assert off <= 2 * RELATIVE * (LEVELS - 1), (path, step, off)
 
 
 @pytest.mark.slow
@@ -111,7 +184,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     single = json.loads((tmp_path / "single.json").read_text())
     assert mirrored["replicas"] == 2 and len(mirrored["devices"]) == 2
     assert mirrored["active"] and mirrored["built"]
-    np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-5)
+    np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=RELATIVE)
     _assert_logged(tmp_path / "mirrored")
     _assert_same_pictures(tmp_path / "mirrored", tmp_path / "single")
 
@@ -119,20 +192,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 @pytest.mark.slow
 def test_multi_worker_only_the_chief_logs(tmp_path):
     """Two MultiWorkerMirroredStrategy workers: only the chief builds and writes, and its images equal a single worker's."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    processes = {
-        f"worker{i}": _start(
-            "loop-worker",
-            tmp_path / f"worker{i}",
-            tmp_path / f"worker{i}.json",
-            {"cluster": cluster, "task": {"type": "worker", "index": i}},
-        )
-        for i in range(2)
-    }
-    processes["single"] = _start("loop-single", tmp_path / "single", tmp_path / "single.json")
-    _finish(processes)
-    chief, other = (json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2))
+    single_process = _start("loop-single", tmp_path / "single", tmp_path / "single.json")
+    # The first attempt's worker 1 gets a port another socket holds: the start-again path
+    # runs every time, not only when a race happens.
+    with socket.socket() as taken:
+        taken.bind(("", 0))  # 0.0.0.0, where the worker's gRPC server binds
+        taken.listen()
+        workers = _run_cluster(tmp_path, ports=[*_free_ports(1), taken.getsockname()[1]])
+    assert BIND_FAILURE in (tmp_path / "attempt0" / "worker1.json.out").read_text()
+    _finish({**workers, "single": single_process})
+    run = Path(workers["worker0"].args[-1]).parent  # attempt1, or later after a real race
+    chief, other = (json.loads((run / f"worker{i}.json").read_text()) for i in range(2))
     single = json.loads((tmp_path / "single.json").read_text())
 
     assert chief["replicas"] == other["replicas"] == 2  # one cluster of two workers
@@ -140,11 +210,11 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
     assert chief["active"] and chief["built"]
     # The non-chief did no logging work: no activation model, no step, no writer.
     assert not other["active"] and not other["built"]
-    assert not (tmp_path / "worker1" / metadata.RUN_NAME).exists()
-    assert not any((tmp_path / "worker1").rglob("*"))  # not one file, wherever
-    assert any((tmp_path / "worker0" / metadata.RUN_NAME).glob("events.out.tfevents.*"))
-    np.testing.assert_allclose(chief["loss"], single["loss"], rtol=1e-5)
-    np.testing.assert_allclose(other["loss"], single["loss"], rtol=1e-5)
+    assert not (run / "worker1" / metadata.RUN_NAME).exists()
+    assert not any((run / "worker1").rglob("*"))  # not one file, wherever
+    assert any((run / "worker0" / metadata.RUN_NAME).glob("events.out.tfevents.*"))
+    np.testing.assert_allclose(chief["loss"], single["loss"], rtol=RELATIVE)
+    np.testing.assert_allclose(other["loss"], single["loss"], rtol=RELATIVE)
 
-    _assert_logged(tmp_path / "worker0")
-    _assert_same_pictures(tmp_path / "worker0", tmp_path / "single")
+    _assert_logged(run / "worker0")
+    _assert_same_pictures(run / "worker0", tmp_path / "single")

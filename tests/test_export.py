@@ -24,7 +24,7 @@ def colour(step: int, probe: int) -> tuple[int, int, int]:
 
 
 def close_to(pixel, expected, tolerance: int = 12) -> bool:
-    return all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected))
+    return all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-
 from conftest import pictures_at, read_activations, small_cnn
+
 from tbviz import ActivationLogger, metadata
 from tbviz.pictures import LEVELS, NONFINITE_COLOR, palette
 
@@ -67,6 +67,7 @@ def test_sequential_without_input_builds_lazily(tmp_path, data):
 
 def fixed_kernel_model(weights):
     """Input (4, 4, 1) -> frozen 1x1 conv with the given per-filter weights, no bias -> trainable head."""
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((4, 4, 1))
     conv = keras.layers.Conv2D(len(weights), 1, use_bias=False, trainable=False, name="fixed")
     features = conv(inputs)
@@ -126,6 +127,7 @@ def test_normalisation_modes_match_reference(tmp_path, mode):
     """Each normalisation mode gives, at each epoch, the pictures of a NumPy reference."""
     rng = np.random.default_rng(3)
     probe = rng.normal(size=(1, 4, 4, 1)).astype(np.float32)
+    keras.utils.set_random_seed(0)  # the initial weights and the batch order
     inputs = keras.Input((4, 4, 1))
     conv = keras.layers.Conv2D(2, 1, name="conv")
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(conv(inputs)))
@@ -303,15 +305,18 @@ def test_write_failure_warns_and_training_goes_on(tmp_path, data):
 
 
 class CountBatches(keras.callbacks.Callback):
+    """Counts the training batches that started: 0 means refused before any training."""
+
     def __init__(self):
         super().__init__()
         self.batches = 0
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         self.batches += 1
 
 
 def fit_expecting_error(model, x, y, logger, match):
+    """fit() fails with a ValueError matching `match`; returns how many batches had started."""
     counter = CountBatches()
     with pytest.raises(ValueError, match=match):
         model.fit(x, y, epochs=2, verbose=0, callbacks=[logger, counter])
@@ -332,7 +337,7 @@ def test_probe_shape_mismatch_without_input_costs_one_batch(tmp_path, data):
     x, y, _ = data
     logger = ActivationLogger(np.zeros((2, 10, 10, 1), np.float32), log_dir=tmp_path)
     batches = fit_expecting_error(small_cnn(with_input=False), x, y, logger, "expected shape")
-    assert batches == 0  # the error is raised inside the first batch's end hook
+    assert batches == 1  # raised at the end of the first batch, before a second one
 
 
 def test_float_probe_for_integer_input_is_refused(tmp_path):
@@ -342,15 +347,18 @@ def test_float_probe_for_integer_input_is_refused(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
     model.compile("adam", "mse")
     logger = ActivationLogger(np.zeros((2, 6), np.float32), log_dir=tmp_path)
-    fit_expecting_error(model, np.zeros((4, 6), np.int32), np.zeros(4), logger,
-                        "float32 but the model's input .* takes int32")  # fmt: skip
+    batches = fit_expecting_error(model, np.zeros((4, 6), np.int32), np.zeros(4), logger,
+                                  "float32 but the model's input .* takes int32")  # fmt: skip
+    assert batches == 0
 
 
 def test_unknown_layer_lists_close_matches(tmp_path, data):
     """An unknown layer name fails before training and suggests the closest real names."""
     x, y, probe = data
     logger = ActivationLogger(probe, log_dir=tmp_path, layers=["conv_c"])
-    fit_expecting_error(small_cnn(), x, y, logger, r"'conv_c' matches no layer.*Closest names: conv_[ab], conv_[ab]\.")
+    message = r"'conv_c' matches no layer.*Closest names: conv_[ab], conv_[ab]\."
+    batches = fit_expecting_error(small_cnn(), x, y, logger, message)
+    assert batches == 0
 
 
 @pytest.mark.parametrize(

@@ -266,7 +266,7 @@ def test_render_all_at_once_and_one_sample_at_a_time_agree(normalize):
     per_sample = pictures.render(x[..., :64], options)  # maps are the whole output
     np.testing.assert_array_equal(at_once[0], per_sample[0])
     assert at_once[0][1, 2, 3 + 7 * 6] == NONFINITE_INDEX
-    for a, b in zip(at_once[1:], per_sample[1:]):
+    for a, b in zip(at_once[1:], per_sample[1:], strict=True):
         np.testing.assert_array_equal(np.broadcast_to(a, b.shape), b)
 
 

@@ -7,10 +7,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import small_cnn
 from PIL import Image
 from tensorboard import program
 
-from conftest import small_cnn
 from tbviz import ActivationLogger, metadata
 
 EPOCHS = 12  # more than the 10 steps per tag TensorBoard keeps by default
@@ -22,7 +22,7 @@ def get(url: str) -> bytes:
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_every_epoch(tmp_path, data):
+def test_tensorboard_serves_every_epoch(tmp_path, data, tensorboard_servers):
     """Through TensorBoard's HTTP API: one image tag per layer, each epoch a step, PNGs of the logged size."""
     x, y, probe = data
     small_cnn().fit(x, y, epochs=EPOCHS, verbose=0, callbacks=[ActivationLogger(probe, log_dir=tmp_path)])
@@ -32,6 +32,7 @@ def test_tensorboard_serves_every_epoch(tmp_path, data):
                           "--reload_interval=0", "--reload_task=blocking",
                           "--samples_per_plugin=images=100000"])  # fmt: skip
     url = board.launch().rstrip("/")
+    assert len(tensorboard_servers) == 1  # shut down when the test ends
 
     assert metadata.RUN_NAME in json.loads(get(f"{url}/data/runs"))
     tags = json.loads(get(f"{url}/data/plugin/images/tags"))[metadata.RUN_NAME]

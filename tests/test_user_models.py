@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import pictures_at, read_activations
+from test_models import GRAY, assert_monotone, batches_until_refused, fit
+
 from tbviz import ActivationLogger, metadata
 from tbviz import layers as layer_selection
 from tbviz.summary import LayerSummaryWriter
-from test_models import GRAY, assert_monotone, fit, raises_before_training
 
 
 def image_paths(result):
@@ -138,12 +138,12 @@ class GAN(keras.Model):
             labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], 0)
             d_loss = self.loss_fn(labels, logits)
         grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights, strict=True))
         with tf.GradientTape() as tape:
             logits = self.discriminator(self.generator(noise))
             g_loss = self.loss_fn(tf.zeros((batch, 1)), logits)
         grads = tape.gradient(g_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights, strict=True))
         return {"d_loss": d_loss, "g_loss": g_loss}
 
     @property
@@ -185,7 +185,7 @@ def test_wrapper_without_call_is_refused_before_training(tmp_path):
     real = np.zeros((16, 8, 8, 1), np.float32)
     logger = ActivationLogger(real[:2], log_dir=tmp_path)
     batches = []
-    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
+    counter = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda b, logs: batches.append(b))
     message = (
         r"Model 'gan' \(GAN\) has no `call\(\)`: it trains the models it holds "
         r"\(gan.generator, gan.discriminator\).*Pass the model to picture as `model=`"
@@ -298,7 +298,7 @@ def test_input_of_a_nested_model_is_refused_truthfully(tmp_path, images16):
         r"'backbone_in' is the input layer of a model nested in '.*': its values are the output "
         r"of the layer that feeds that nested model.*can be selected: image\)"
     )
-    assert raises_before_training(model, x, np.zeros((32, 4)), logger, message) == 0
+    assert batches_until_refused(model, x, np.zeros((32, 4)), logger, message) == 0
 
 
 # -- a probe batch that is too large ---------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The change metric, the compare view's difference picture and the exported change heat map."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tbviz import change, export, metadata
+from tbviz.plugin import difference
+
+
+def palette_png(indices) -> bytes:
+    indices = np.asarray(indices, np.uint8)
+    image = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
+    image.putpalette(bytes(range(256)) * 3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_relative_change_is_the_relative_l2_distance():
+    """||a - b|| / ||b||, NaN/Inf positions left out, 0 for a dead layer that stays dead."""
+    b = np.array([[3.0, 4.0]])
+    assert change.relative_change(b + [[0.0, 0.5]], b) == pytest.approx(0.5 / 5.0)
+    assert change.relative_change(b * 2, b) == pytest.approx(1.0)
+    assert change.relative_change(np.array([[3.0, np.nan]]), np.array([[6.0, 1.0]])) == pytest.approx(0.5)
+    assert change.relative_change(np.zeros((2, 2)), np.zeros((2, 2))) == 0.0
+    assert change.relative_change(np.zeros((2, 2)), np.zeros((2, 3))) is None
+
+
+def test_coarse_shrinks_each_map_to_at_most_the_coarse_size():
+    """(N, h, w, M) maps become at most COARSE_SIZE a side by area averaging; small maps stay."""
+    maps = np.arange(2 * 16 * 4 * 3, dtype=np.float32).reshape(2, 16, 4, 3)
+    small = change.coarse(maps).numpy()
+    assert small.shape == (2, metadata.COARSE_SIZE, 4, 3)
+    np.testing.assert_allclose(small[:, 0], maps[:, 0:2].mean(axis=1))
+
+
+def test_difference_is_b_minus_a_of_the_normalised_values():
+    """Index i stands for i / 253: 0 -> 253 is +1 (red end), equal is the white middle, 253 -> 0 is -1."""
+    a = palette_png([[0, 253, 100, metadata.SEPARATOR_INDEX, 7]])
+    b = palette_png([[253, 0, 100, metadata.SEPARATOR_INDEX, metadata.NONFINITE_INDEX]])
+    png, mean = difference.difference_png(a, b)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "P"
+        indices = np.asarray(image)[0].tolist()
+        colours = np.asarray(image.convert("RGB"))[0]
+    assert indices == [252, 0, 126, metadata.SEPARATOR_INDEX, metadata.NONFINITE_INDEX]
+    assert colours[2].min() > 240  # no change: white
+    assert colours[0][0] > colours[0][2] and colours[1][2] > colours[1][0]  # red up, blue down
+    assert tuple(colours[4]) == metadata.NONFINITE_COLOR
+    assert mean == pytest.approx((1 + 1 + 0) / 3)
+
+
+def test_difference_of_pictures_of_other_sizes_is_refused():
+    """Pictures of different sizes cannot be compared: a message says why."""
+    with pytest.raises(difference.PictureMismatch, match="differ in size"):
+        difference.difference_png(palette_png([[1, 2]]), palette_png([[1], [2]]))
+
+
+def test_change_heatmap_has_a_cell_per_layer_and_epoch():
+    """The exported heat map: one cell per layer and epoch, brightest for the largest change."""
+    layers, steps = ["a", "b"], [0, 5, 10]
+    changes = {"a": {5: 0.01, 10: 0.001}, "b": {5: 0.5, 10: 0.1}}
+    image = export.change_heatmap(layers, steps, changes)
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    cell = export.HEAT_CELL
+    # The first cell of the first row (no value at epoch 0) marks where the cells begin.
+    left = next(x for x in range(image.width) if tuple(pixels[export.HEADER_HEIGHT + 2, x]) == export.NO_VALUE)
+
+    def at(row: int, column: int) -> np.ndarray:
+        return pixels[export.HEADER_HEIGHT + row * cell + cell // 2, left + column * cell + cell // 2]
+
+    assert tuple(at(0, 0)) == export.NO_VALUE and tuple(at(1, 0)) == export.NO_VALUE
+    brightness = {key: at(*key).sum() for key in [(0, 1), (0, 2), (1, 1), (1, 2)]}
+    assert max(brightness, key=brightness.get) == (1, 1)  # 0.5, the largest: yellow
+    assert min(brightness, key=brightness.get) == (0, 2)  # 0.001, the smallest: dark

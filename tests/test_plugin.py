@@ -1,0 +1,303 @@
+"""The ACTIVATIONS tab's server: a real `tensorboard --logdir` (no flags) over real training logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import urllib.parse
+
+import numpy as np
+import pytest
+from _cli_support import write_log
+from _tensorboard_support import CommandLineServer, Server
+from conftest import small_cnn
+from PIL import Image
+
+from tbviz import ActivationLogger, events, metadata
+from tbviz.plugin import IMAGE_SAMPLES, PLUGIN_NAME
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+LAYERS = ["conv_a", "pool_a", "conv_b"]
+ROUTE = f"/data/plugin/{PLUGIN_NAME}"
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """Two experiments trained for real (every epoch; freq=5), a hostile layer name, a damaged file."""
+    root = tmp_path_factory.mktemp("plugin") / "logs"
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 12, 12, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    small_cnn().fit(x, y, epochs=3, verbose=0,
+                    callbacks=[ActivationLogger(x[:3], log_dir=root / "exp1")])  # fmt: skip
+    small_cnn(seed=1).fit(x, y, epochs=11, verbose=0,
+                          callbacks=[ActivationLogger(x[:3], log_dir=root / "exp2", freq=5)])  # fmt: skip
+    write_log(root / "hostile" / "activations", {HOSTILE: (8, 6), "../../etc/passwd": (4, 4)}, range(2))
+    damaged = write_log(root / "damaged" / "activations", {"conv": (10, 10)}, range(4))
+    with open(damaged, "r+b") as file:  # a flipped byte in the third record (after the version): step 1
+        data = bytearray(file.read())
+        offsets = _record_offsets(bytes(data))
+        data[offsets[2] + 20] ^= 0xFF
+        file.seek(0)
+        file.write(data)
+    return root
+
+
+def _record_offsets(data: bytes) -> list[int]:
+    offsets, offset = [], 0
+    while offset < len(data):
+        offsets.append(offset)
+        (length,) = np.frombuffer(data[offset : offset + 8], "<u8")
+        offset += 12 + int(length) + 4
+    return offsets
+
+
+@pytest.fixture(scope="module")
+def board(logdir):
+    """Plain ``tensorboard --logdir`` (the Python loader, so that it runs in this process)."""
+    server = Server(logdir, "--load_fast=false")
+    yield server
+    server.close()
+
+
+def query(route: str, **params) -> str:
+    return f"{ROUTE}/{route}?{urllib.parse.urlencode(params)}"
+
+
+def test_the_plugin_is_listed_active_as_an_iframe_module(board):
+    """/data/plugins_listing: the plugin is active, with the ES module TensorBoard loads in an iframe."""
+    listing = board.json("/data/plugins_listing")[PLUGIN_NAME]
+    assert listing["enabled"] is True
+    assert listing["tab_name"] == "Activations"
+    assert listing["loading_mechanism"] == {"type": "IFRAME", "module_path": f"{ROUTE}/index.js"}
+    status, headers, body = board.get(f"{ROUTE}/index.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert b"export async function render()" in body
+    status, headers, _ = board.get(f"{ROUTE}/style.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+
+
+def test_runs_are_found_at_any_depth(board):
+    """Every <experiment>/activations run with pictures is listed, sorted."""
+    runs = board.json(f"{ROUTE}/runs")
+    assert runs["runs"] == [f"{name}/activations" for name in ("damaged", "exp1", "exp2", "hostile")]
+
+
+def test_run_gives_layers_in_model_order_every_logged_epoch_and_the_change(board):
+    """A trained run: layers in model order, every logged epoch (freq=5), change from the second."""
+    versions = board.json(f"{ROUTE}/runs")["versions"]
+    for run, steps in (("exp1/activations", [0, 1, 2]), ("exp2/activations", [0, 5, 10])):
+        data = board.json(query("run", run=run))
+        assert data["version"] == versions[run]
+        assert data["steps"] == steps and data["notices"] == []
+        assert [layer["name"] for layer in data["layers"]] == LAYERS
+        for layer in data["layers"]:
+            assert layer["steps"] == steps and layer["samples"] == 3
+            assert layer["normalize"] == "map"
+            first, *later = layer["change"]  # one per logged step
+            assert first is None and len(later) == len(steps) - 1
+            assert all(math.isfinite(v) and v > 0 for v in later)
+
+
+def test_change_is_a_scalar_in_the_scalars_dashboard(board):
+    """change/<layer> is an ordinary scalar: TensorBoard's Scalars dashboard lists and serves it."""
+    tags = board.json("/data/plugin/scalars/tags")["exp1/activations"]
+    assert {metadata.tag(metadata.CHANGE, layer) for layer in LAYERS} <= set(tags)
+    values = board.json("/data/plugin/scalars/scalars?run=exp1/activations&tag=change/conv_b")
+    assert [step for _, step, _ in values] == [1, 2]
+
+
+def test_picture_is_the_logged_png_and_cacheable(board, logdir):
+    """A picture is the logged PNG byte for byte, cached by the browser."""
+    logged = events.read_run(str(logdir / "exp2" / "activations"))
+    for step_index, step in enumerate((0, 5, 10)):
+        for sample in range(3):
+            status, headers, body = board.get(
+                query("picture", run="exp2/activations", layer="pool_a", step=step, sample=sample)
+            )
+            assert status == 200 and headers["Content-Type"] == "image/png"
+            assert body == logged.images["feature_maps/pool_a"][step_index].pngs[sample]
+    assert "max-age=" in headers["Cache-Control"]
+
+
+def test_difference_of_two_runs_is_a_picture_of_the_same_size(board):
+    """Compare: epoch 0 of exp1 against epoch 10 of exp2, and an epoch against itself (all white)."""
+    status, _, png = board.get(
+        query("difference", run="exp1/activations", step=0, run_b="exp2/activations", step_b=10,
+              layer="conv_a", sample=1)  # fmt: skip
+    )
+    assert status == 200
+    status, _, same = board.get(
+        query("difference", run="exp1/activations", step=2, step_b=2, layer="conv_a", sample=1)
+    )
+    assert status == 200
+    status, _, picture = board.get(query("picture", run="exp1/activations", layer="conv_a", step=0, sample=1))
+    with Image.open(io.BytesIO(png)) as a, Image.open(io.BytesIO(same)) as b, \
+            Image.open(io.BytesIO(picture)) as p:  # fmt: skip
+        assert a.size == b.size == p.size
+        logged = np.asarray(p)
+        same_rgb = np.asarray(b.convert("RGB"))
+        real = logged < metadata.LEVELS
+        # No difference: the middle of the diverging map, white-ish, wherever there is a map.
+        assert (same_rgb[real].min(axis=-1) > 240).all()
+        assert np.asarray(a.convert("RGB"))[real].std() > 0
+
+
+@pytest.mark.parametrize(
+    "route, params, message",
+    [
+        ("run", {"run": "../../etc"}, "unknown run '../../etc'"),
+        ("run", {}, "missing parameter 'run'"),
+        ("run", {"run": "exp1/train"}, "unknown run 'exp1/train'"),
+        ("picture", {"run": "exp1/activations/../../..", "layer": "conv_a", "step": 0, "sample": 0},
+         "unknown run"),
+        ("picture", {"run": "exp1/activations", "layer": "../conv_a", "step": 0, "sample": 0},
+         "has no layer '../conv_a'"),
+        ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 7, "sample": 0},
+         "has no logged epoch 7; its 3 logged epochs run from 0 to 2"),
+        ("picture", {"run": "exp2/activations", "layer": "conv_a", "step": 4, "sample": 0},
+         "has no logged epoch 4; its 3 logged epochs run from 0 to 10"),
+        ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": "1e3", "sample": 0},
+         "'step' must be an integer"),
+        ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 10**30},
+         f"no probe image {10**30} at epoch 0: there are 3 (0 to 2)"),
+        ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": -1},
+         "no probe image -1"),
+        ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0}, "'sample' must be"),
+        ("difference", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 0,
+                        "run_b": "nope", "step_b": 0}, "unknown run 'nope'"),
+        ("difference", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 0,
+                        "step_b": 3}, "has no logged epoch 3"),
+    ],
+)
+def test_hostile_or_wrong_parameters_are_a_400_with_a_message(board, route, params, message):
+    """Anything that was not logged is a 400 naming what was wrong; never a trace, never a file read."""
+    status, headers, body = board.get(query(route, **params))
+    assert status == 400, body
+    assert headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert message in text and "Traceback" not in text
+
+
+def test_hostile_layer_names_are_data(board):
+    """Layer names that look like HTML or a path are listed as they are and served by exact name."""
+    data = board.json(query("run", run="hostile/activations"))
+    assert [layer["name"] for layer in data["layers"]] == [HOSTILE, "../../etc/passwd"]
+    status, _, body = board.get(query("picture", run="hostile/activations", layer=HOSTILE, step=1, sample=0))
+    assert status == 200 and body.startswith(b"\x89PNG")
+    status, _, body = board.get(
+        query("picture", run="hostile/activations", layer="../../etc/passwd", step=0, sample=1)
+    )
+    assert status == 200 and body.startswith(b"\x89PNG")
+
+
+def test_a_damaged_file_shows_what_is_readable_with_a_notice(board):
+    """A corrupted record is skipped: the other epochs are served and a notice says what was lost."""
+    data = board.json(query("run", run="damaged/activations"))
+    assert data["steps"] == [0, 2, 3]
+    (notice,) = data["notices"]
+    assert "corrupted record" in notice and "checksum mismatch" in notice
+    status, _, _ = board.get(query("picture", run="damaged/activations", layer="conv", step=3, sample=0))
+    assert status == 200
+
+
+def test_a_live_run_shows_new_epochs_and_new_runs(tmp_path):
+    """While training writes, new epochs (appended or in a new file) and new runs appear."""
+    run_dir = tmp_path / "live" / "activations"
+    write_log(run_dir, {"conv": (6, 6)}, range(2))
+    server = Server(tmp_path, "--load_fast=false")
+    try:
+        assert server.json(query("run", run="live/activations"))["steps"] == [0, 1]
+        version = server.json(f"{ROUTE}/runs")["versions"]["live/activations"]
+        write_log(run_dir, {"conv": (6, 6)}, range(2, 4))  # a second event file
+        assert server.json(f"{ROUTE}/runs")["versions"]["live/activations"] != version
+        assert server.json(query("run", run="live/activations"))["steps"] == [0, 1, 2, 3]
+        write_log(tmp_path / "later" / "activations", {"conv": (6, 6)}, range(1))
+        assert server.json(f"{ROUTE}/runs")["runs"] == ["later/activations", "live/activations"]
+        status, _, _ = server.get(query("picture", run="later/activations", layer="conv", step=0, sample=1))
+        assert status == 200
+    finally:
+        server.close()
+
+
+def test_reader_reads_only_what_was_appended(tmp_path):
+    """RunReader: records appended to an open event file are read on the next update, once."""
+    path = write_log(tmp_path, {"conv": (4, 4)}, range(2))
+    reader = events.RunReader(str(tmp_path), pictures=False)
+    assert reader.update()
+    assert [s.step for s in reader.result().images["feature_maps/conv"]] == [0, 1]
+    assert not reader.update()
+    later = write_log(tmp_path / "more", {"conv": (4, 4)}, range(2, 5))
+    with open(later, "rb") as source, open(path, "ab") as target:  # appended to the first file
+        content = source.read()
+        target.write(content[: len(content) - 7])  # the last record still incomplete
+    assert reader.update()
+    result = reader.result()
+    assert [s.step for s in result.images["feature_maps/conv"]] == [0, 1, 2, 3]
+    assert any("still being written" in p for p in result.problems)
+    with open(path, "ab") as target:
+        target.write(content[len(content) - 7 :])
+    assert reader.update()
+    result = reader.result()
+    assert [s.step for s in result.images["feature_maps/conv"]] == [0, 1, 2, 3, 4]
+    assert result.problems == []
+    item = result.images["feature_maps/conv"][4]
+    assert item.pngs == [] and item.count == 2
+    assert events.read_pictures(item, "feature_maps/conv") == events.read_run(
+        str(tmp_path)
+    ).images["feature_maps/conv"][4].pngs
+
+
+def test_stock_images_dashboard_keeps_every_epoch_with_no_flags(tmp_path):
+    """With tbviz installed, plain tensorboard keeps all 20 steps per image tag (Python and Rust loaders)."""
+    write_log(tmp_path / "activations", {"conv": (6, 6)}, range(20))
+    images = "/data/plugin/images/images?run=activations&tag=feature_maps/conv&sample=0"
+    server = Server(tmp_path, "--load_fast=false")
+    try:
+        assert server.flags.samples_per_plugin == {"images": IMAGE_SAMPLES}
+        assert [e["step"] for e in server.json(images)] == list(range(20))
+    finally:
+        server.close()
+    server = Server(tmp_path, "--load_fast=false", "--samples_per_plugin=images=5")
+    try:  # the user's own choice is kept
+        assert len(server.json(images)) == 5
+    finally:
+        server.close()
+    # The command as users type it, with the Rust data server (tensorboard-data-server).
+    command = CommandLineServer(tmp_path, "--load_fast=true", "--reload_interval=1")
+    try:
+        entries = _poll_json(command, images, lambda v: len(v) == 20)
+        assert [e["step"] for e in entries] == list(range(20))
+        status, _, body = command.get(f"{ROUTE}/run?run=activations")
+        assert status == 200 and json.loads(body)["steps"] == list(range(20))
+    finally:
+        command.close()
+
+
+def _poll_json(server, path, ready, attempts: int = 120):
+    """The Rust data server loads in the background: asks until `ready` (at most ~60 s)."""
+    import time
+
+    value = None
+    for _ in range(attempts):
+        status, _, body = server.get(path)
+        if status == 200:
+            value = json.loads(body)
+            if ready(value):
+                return value
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never got ready; last answer: {value!r}")
+
+
+def test_wrong_logdirs_show_a_notice(tmp_path):
+    """A log directory with no tbviz pictures: no runs, a notice that says where they are expected."""
+    os.makedirs(tmp_path / "empty")
+    server = Server(tmp_path / "empty", "--load_fast=false")
+    try:
+        assert server.json("/data/plugins_listing")[PLUGIN_NAME]["enabled"] is False
+        runs = server.json(f"{ROUTE}/runs")
+        assert runs["runs"] == [] and "No tbviz pictures" in runs["notices"][0]
+    finally:
+        server.close()
