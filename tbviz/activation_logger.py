@@ -14,9 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tbviz import capture
+from tbviz import capture, metadata
 from tbviz import layers as layer_selection
-from tbviz import metadata
 from tbviz.change import relative_change
 from tbviz.pictures import (
     PictureOptions,
@@ -223,6 +222,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self.stats = stats
         self.histograms = histograms
         self._writer = LayerSummaryWriter(self.log_dir)
+        self._encoders: ThreadPoolExecutor | None = None  # PNG encoding, while fit() runs
         self._reset()
 
     # -- Keras hooks -------------------------------------------------------------
@@ -300,7 +300,6 @@ class ActivationLogger(keras.callbacks.Callback):
         self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
         self._active = True
         self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
-        self._encoders: ThreadPoolExecutor | None = getattr(self, "_encoders", None)
         self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
 
     def _target(self) -> keras.Model:
@@ -431,7 +430,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._selected = usable
         self._descriptions = [
             _description(e, o, self.options, self.max_pixels_per_epoch)
-            for e, o in zip(usable, layer_options)
+            for e, o in zip(usable, layer_options, strict=True)
         ]
         initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
         if len(self._fixed_ranges) != len(usable):
@@ -469,13 +468,16 @@ class ActivationLogger(keras.callbacks.Callback):
         """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
         results = self._step_fn(*self._step_arguments())
         layers = []
-        for i, (entry, (pictures, numbers, coarse)) in enumerate(zip(self._selected, results)):
-            lo, hi, nonfinite, *scalars = numbers = numbers.numpy()
+        for i, (entry, (pictures, numbers, coarse)) in enumerate(
+            zip(self._selected, results, strict=True)
+        ):
+            numbers = numbers.numpy()
+            lo, hi, nonfinite = numbers[:3]
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
             stats = {"nonfinite": nonfinite}
-            if scalars:  # see `_summarize` for the layout
-                stats.update(zip(metadata.SCALAR_KINDS, scalars))
+            if len(numbers) > 3:  # see `_summarize` for the layout
+                stats.update(zip(metadata.SCALAR_KINDS, numbers[3:6], strict=True))
                 stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
             stats[metadata.CHANGE] = self._change(entry.path, coarse.numpy())
             if stats["nonfinite"]:
@@ -517,7 +519,8 @@ class ActivationLogger(keras.callbacks.Callback):
             self._encoders = ThreadPoolExecutor(
                 _ENCODING_THREADS, thread_name_prefix="tbviz-encoder"
             )
-        encoded = [self._encoders.submit(encode, layer) for layer in layers]
+        encoders = self._encoders
+        encoded = [encoders.submit(encode, layer) for layer in layers]
         try:
             for future in encoded:
                 self._writer.write_summary(epoch, future.result())

@@ -208,7 +208,7 @@ def fit_pixel_budget(
 
     def pixels(settings: list[tuple[int, int]]) -> int:
         total = 0
-        for (shape, channels_first), (size, channels) in zip(layers, settings):
+        for (shape, channels_first), (size, channels) in zip(layers, settings, strict=True):
             hw = picture_shape(
                 shape,
                 channels_first=channels_first,
@@ -237,24 +237,22 @@ def fit_pixel_budget(
                 low = middle + 1
         return low
 
-    channels = max_channels
-    while True:
+    def at(limit: int, channels: int) -> list[tuple[int, int]]:
+        """Every layer's settings under a common `limit`, none below its floor."""
         floors = [floor(shape, first, channels) for shape, first in layers]
+        return [(min(max_size, max(limit, f)), channels) for f in floors]
 
-        def at(limit: int) -> list[tuple[int, int]]:
-            return [(min(max_size, max(limit, f)), channels) for f in floors]
-
-        if pixels(at(1)) <= max_pixels or channels == 1:
-            break
+    channels = max_channels
+    while channels > 1 and pixels(at(1, channels)) > max_pixels:
         channels = max(1, channels // 2)
     low, high = 1, max_size  # the largest common limit that fits (1 if none does)
     while low < high:
         middle = (low + high + 1) // 2
-        if pixels(at(middle)) <= max_pixels:
+        if pixels(at(middle, channels)) <= max_pixels:
             low = middle
         else:
             high = middle - 1
-    return at(low)
+    return at(low, channels)
 
 
 def downsample(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import read_activations
+
 from tbviz import ActivationLogger, metadata
 from tbviz import pictures as tbviz_pictures
 
@@ -184,7 +184,7 @@ def test_budget_keeps_maps_at_the_floor_before_dropping_channels():
     def pixels(settings):
         return 2 * sum(
             np.prod(tbviz_pictures.picture_shape(s, channels_first=f, max_channels=c, max_size=m))
-            for (s, f), (m, c) in zip(layers, settings)
+            for (s, f), (m, c) in zip(layers, settings, strict=True)
         )
 
     at_floor = 2 * (2 * (8 * floor + 7) ** 2 + 2 * 5)  # both grids of 8x8 maps at the floor
