@@ -367,19 +367,21 @@ class ActivationLogger(keras.callbacks.Callback):
                 key = id(entry.layer)
                 expected_calls[key] = max(expected_calls.get(key, 0), entry.call + 1)
         channels_first = [e.channels_first for e in usable]
-        # In the traced step, layers whose output shape, layout and options repeat share one
-        # function per (shape, dtype, layout, options), see `_summarizer`; the others are
-        # pictured inline (a function of their own would only add its runtime's memory).
+        # In the traced step, when layers share an output shape, layout and options, each
+        # layer is pictured by one function per (shape, dtype, layout, options), see
+        # `_summarizer`. When none do (a few layers, say the default's on a small CNN), they
+        # are pictured inline: the functions' runtime would only add memory (about 2 MB).
         eager = getattr(model, "run_eagerly", False)
         kinds = Counter(
             (e.shape, e.channels_first, o) for e, o in zip(usable, layer_options, strict=True)
         )
+        inline = eager or len(kinds) == len(usable)
         summarizers: dict[tuple, Any] = {}
 
         def summarize(i: int, output: tf.Tensor, fixed_range: tf.Tensor) -> tuple:
             """One layer's pictures and numbers (see `_summarize`): all that leaves the step."""
             options = layer_options[i]
-            if eager or kinds[usable[i].shape, channels_first[i], options] < 2:
+            if inline:
                 return _summarize(output, fixed_range, options, channels_first[i], wants_stats)
             key = (tuple(output.shape), output.dtype, channels_first[i], options)
             if key not in summarizers:
