@@ -1,6 +1,6 @@
 """What ActivationLogger costs per logged epoch, beside its own baseline.
 
-    python benchmarks/benchmark.py                 # all cases (~10 min), prints a Markdown table
+    python benchmarks/benchmark.py                 # all cases (~20 min), prints a Markdown table
     python benchmarks/benchmark.py --cases mnist   # one case
 
 For each case, in one run:
@@ -56,7 +56,7 @@ from tbviz import ActivationLogger  # noqa: E402
 CASES = ("mnist", "resnet50", "resnet50_all", "mobilenetv2")
 PERIOD = 4  # the logger logs every 4th epoch of the timed fit()
 # Timed rounds per case: more where epochs are short and the cost is small beside their noise.
-ROUNDS = {"mnist": 30, "resnet50": 12, "resnet50_all": 8, "mobilenetv2": 8}
+ROUNDS = {"mnist": 30, "resnet50": 12, "resnet50_all": 12, "mobilenetv2": 8}
 
 
 def make_case(name: str):
