@@ -12,16 +12,24 @@ orders them the same way.
 TensorBoard's own pure-Python writer is not used: it computes CRC-32C in
 Python (about 0.4 s per MiB of pictures) and imports TensorFlow whenever it
 is installed. Here ``google-crc32c`` does it in C.
+
+A run directory on a remote file system (``gs://``, ``s3://``, anything with
+``://``) is written through TensorFlow's ``tf.io.gfile``, which knows them,
+when TensorFlow is loaded (the TensorFlow backend); otherwise that is an
+error that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
 import socket
 import struct
+import sys
 import time
+from collections.abc import Iterator
 
 import google_crc32c
 from tensorboard.compat.proto import event_pb2
@@ -55,7 +63,7 @@ class EventFileWriter:
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self.path: str | None = None  # the event file being written, once created
-        self._file: io.FileIO | None = None
+        self._file: io.FileIO | _RemoteFile | None = None
         self._size = 0  # bytes written to it
         self._flushed = 0  # its size at the last good flush
 
@@ -85,19 +93,28 @@ class EventFileWriter:
             OSError: the sync failed (the disk is full, ...), or the file was
                 removed; in that case the next write starts a new file.
         """
-        if self._file is None or self._size == self._flushed:
+        file, path = self._file, self.path
+        if file is None or self._size == self._flushed:
             return
-        path = self.path
         assert path is not None  # set with _file
         try:
-            os.fsync(self._file.fileno())
+            if isinstance(file, _RemoteFile):
+                file.flush()
+            else:
+                os.fsync(file.fileno())
         except OSError as error:
             self._cut(error)
+        if isinstance(file, io.FileIO):  # a remote file has no inode to compare
+            self._check(file, path)
+        self._flushed = self._size
+
+    def _check(self, file: io.FileIO, path: str) -> None:
+        """Raises `OSError` (and drops the file) if `file` is no longer at `path`, whole."""
         try:
             on_disk = os.stat(path)
         except FileNotFoundError:
             on_disk = None
-        mine = os.fstat(self._file.fileno())
+        mine = os.fstat(file.fileno())
         if on_disk is None or mine.st_nlink == 0 or not os.path.samestat(on_disk, mine):
             self._drop()
             raise OSError(
@@ -110,7 +127,6 @@ class EventFileWriter:
                 f"not {self._size}: cut by another program?); what was written since the last "
                 "flush is lost"
             )
-        self._flushed = self._size
 
     def close(self) -> None:
         """Flushes (see `flush`) and closes the file; a later write starts a new one."""
@@ -143,18 +159,18 @@ class EventFileWriter:
 
     def _open(self) -> None:
         try:
-            os.makedirs(self.run_dir, exist_ok=True)
-            while True:
-                name = (
-                    f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-                    f".{os.getpid()}.{next(_counter)}.v2"
-                )
-                path = os.path.join(self.run_dir, name)
-                try:
-                    self._file = io.FileIO(path, "xb")
-                    break
-                except FileExistsError:  # another process with our pid (a container's): next
-                    continue
+            if "://" in self.run_dir:
+                path = f"{self.run_dir.rstrip('/')}/{_file_name()}"
+                self._file = _RemoteFile(path)
+            else:
+                os.makedirs(self.run_dir, exist_ok=True)
+                while True:
+                    path = os.path.join(self.run_dir, _file_name())
+                    try:
+                        self._file = io.FileIO(path, "xb")
+                        break
+                    except FileExistsError:  # another process with our pid (a container's)
+                        continue
         except OSError as error:
             raise OSError(
                 f"no event file could be created in {self.run_dir} "
@@ -196,6 +212,63 @@ class EventFileWriter:
                 file.close()
             except OSError:  # the file is already lost or complete; closing is best effort
                 pass
+
+
+class _RemoteFile:
+    """An event file on a remote file system, written through TensorFlow's ``tf.io.gfile``.
+
+    Its errors are raised as `OSError`. It cannot be cut back: after a failed
+    write, the writer starts a new file.
+    """
+
+    def __init__(self, path: str) -> None:
+        tf = sys.modules.get("tensorflow")
+        if tf is None:
+            raise OSError(
+                "a remote file system is written through TensorFlow's tf.io.gfile, and "
+                "TensorFlow is not loaded: use a local log_dir, or Keras' TensorFlow backend"
+            )
+        with _as_oserror():
+            tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+            self._file = tf.io.gfile.GFile(path, "wb")
+
+    def write(self, data: memoryview) -> int:
+        with _as_oserror():
+            self._file.write(data.tobytes())
+        return len(data)
+
+    def flush(self) -> None:
+        with _as_oserror():
+            self._file.flush()
+
+    def truncate(self, size: int) -> int:
+        raise OSError("a remote event file cannot be cut back")
+
+    def seek(self, offset: int) -> int:
+        raise OSError("a remote event file cannot be cut back")
+
+    def close(self) -> None:
+        with _as_oserror():
+            self._file.close()
+
+
+@contextlib.contextmanager
+def _as_oserror() -> Iterator[None]:
+    """Raises TensorFlow's errors (``tf.errors.OpError``) as `OSError`."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001 -- whatever the file system raises
+        raise OSError(f"{type(error).__name__}: {error}") from error
+
+
+def _file_name() -> str:
+    """A new event file's name, as TensorFlow 2 names its own."""
+    return (
+        f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+        f".{os.getpid()}.{next(_counter)}.v2"
+    )
 
 
 def _masked(crc: int) -> int:

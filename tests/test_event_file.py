@@ -57,7 +57,11 @@ def write_two_layers(log_dir, steps=(0, 1)) -> dict:
 def records(path) -> list[bytes]:
     """The records of one event file, each checked with TensorBoard's own pure-Python CRC-32C."""
     with open(path, "rb") as file:
-        data = file.read()
+        return records_in(file.read())
+
+
+def records_in(data: bytes) -> list[bytes]:
+    """The records in the bytes of an event file; see `records`."""
     result, offset = [], 0
     while offset < len(data):
         header = data[offset : offset + 8]
@@ -180,6 +184,27 @@ def test_removed_file_is_reported_and_writing_goes_on_in_a_new_file(tmp_path, ho
     assert [event_pb2.Event.FromString(r).step for r in records(new)[1:]] == [2]
 
 
+def test_remote_file_system_is_written_through_tensorflow():
+    """A log_dir with a scheme (TensorFlow's ram://) goes through tf.io.gfile; TensorBoard reads it back."""
+    import tensorflow as tf
+
+    log_dir = f"ram://tbviz-{os.getpid()}-{id(object())}"
+    written = write_two_layers(log_dir)
+    run = f"{log_dir}/{metadata.RUN_NAME}"
+    (name,) = tf.io.gfile.listdir(run)
+    with tf.io.gfile.GFile(f"{run}/{name}", "rb") as file:
+        version, *events = records_in(file.read())
+    assert event_pb2.Event.FromString(version).file_version == "brain.Event:2"
+    assert sorted(event_pb2.Event.FromString(e).step for e in events) == [0, 0, 1, 1]
+    accumulator = event_accumulator.EventAccumulator(run, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    for (layer, step), (pictures, _, _) in written.items():
+        (event,) = [e for e in accumulator.Tensors(f"feature_maps/{layer}") if e.step == step]
+        assert list(tensor_util.make_ndarray(event.tensor_proto))[2:] == [
+            encode_palette_png(p, PALETTE) for p in pictures
+        ]
+
+
 def run_python(code: str, *, block_tensorflow: bool = False) -> str:
     """Runs `code` in a fresh Python (optionally where TensorFlow cannot be imported); returns its output."""
     prelude = "import sys; sys.modules['tensorflow'] = None\n" if block_tensorflow else ""
@@ -278,11 +303,18 @@ def test_layer_written_and_read_back_where_tensorflow_cannot_be_imported(tmp_pat
         accumulator = event_accumulator.EventAccumulator(writer.run_dir, size_guidance={{"tensors": 0}})
         accumulator.Reload()
         print(sorted(accumulator.Tags()["tensors"]))
+        try:
+            LayerSummaryWriter("gs://bucket/logs").write("conv", 0, pictures, palette)
+        except OSError as error:
+            print(error)
     """, block_tensorflow=True)
     assert output.splitlines() == [
         "[] 5 True",
         "{'mean/conv': [(5, 0.5)]} 1",
         "['distribution/conv', 'feature_maps/conv', 'mean/conv']",
+        "no event file could be created in gs://bucket/logs/activations (a remote file system "
+        "is written through TensorFlow's tf.io.gfile, and TensorFlow is not loaded: use a "
+        "local log_dir, or Keras' TensorFlow backend)",
     ]
 
 
