@@ -184,6 +184,19 @@ def test_removed_file_is_reported_and_writing_goes_on_in_a_new_file(tmp_path, ho
     assert [event_pb2.Event.FromString(r).step for r in records(new)[1:]] == [2]
 
 
+def test_file_cut_by_another_program_is_reported(tmp_path):
+    """The event file truncated under the writer: flush says so, naming it; the next write starts a new file."""
+    writer = EventFileWriter(str(tmp_path))
+    writer.write_summary(0, b"")
+    (path,) = event_files(str(tmp_path))
+    os.truncate(path, 10)
+    with pytest.raises(OSError, match=f"^the event file {re.escape(path)} is shorter than what was written"):
+        writer.flush()
+    writer.write_summary(1, b"")
+    writer.close()
+    assert len(event_files(str(tmp_path))) == 2
+
+
 def test_remote_file_system_is_written_through_tensorflow():
     """A log_dir with a scheme (TensorFlow's ram://) goes through tf.io.gfile; TensorBoard reads it back."""
     import tensorflow as tf
