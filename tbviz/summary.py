@@ -1,27 +1,24 @@
-"""Writes one layer's pictures and statistics for one step; owns all ``tf.summary`` use.
+"""Writes one layer's pictures and statistics for one step, without TensorFlow.
 
 Pictures are written in the format of ``tf.summary.image`` (TensorBoard's
 ``images`` plugin: a string tensor ``[width, height, png_0, ..., png_k-1]``),
 but as 8-bit palette PNGs instead of RGB PNGs: the same
 colours, about a third of the bytes and of the encoding time. Tags come from
 `tbviz.metadata`. A layer's pictures, scalars and histogram are one
-``Summary`` written at once (``tf.summary.experimental.write_raw_pb``), each
-value laid out as ``tf.summary.image``, ``scalar`` and ``histogram`` lay it
-out. Every write is explicit about its step and is wrapped in
-``record_if(True)``: Keras' ``TensorBoard`` callback with an ``update_freq``
-other than ``"epoch"`` pushes a global ``record_if`` for the whole ``fit()``
-that would otherwise silently drop our epoch-end summaries.
+``Summary`` (TensorBoard's protos) written as one event by
+`tbviz.event_file`, each value laid out as ``tf.summary.image``, ``scalar``
+and ``histogram`` lay it out. Every write is explicit about its step; no
+``tf.summary`` state (default writer, ``record_if``) is involved, so the same
+code serves every Keras backend.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import struct
 import zlib
 
 import numpy as np
-import tensorflow as tf
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
@@ -29,33 +26,19 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.util import tensor_util
 
 from tbviz import metadata
+from tbviz.event_file import EventFileWriter
 
 
 class LayerSummaryWriter:
     """A file writer for the tbviz run of one ``log_dir``, created on first use.
 
-    TensorFlow's writer drops data silently when its event file is deleted or
-    the disk is full, so `flush` checks that the file is still there and has
-    grown, and raises `OSError` if not; the next `write` then starts a new file.
+    `flush` raises `OSError` when the data did not reach the event file (the
+    disk is full, the file was removed); see `tbviz.event_file.EventFileWriter`.
     """
 
     def __init__(self, log_dir: str) -> None:
         self.run_dir = os.path.join(log_dir, metadata.RUN_NAME)
-        self._writer: tf.summary.SummaryWriter | None = None
-        self._path: str | None = None  # our event file, once known
-        self._size = 0  # its size at the last good flush
-        self._pending = False  # written since the last flush
-
-    def _get(self) -> tf.summary.SummaryWriter:
-        if self._writer is None:
-            pattern = os.path.join(self.run_dir, "events.out.tfevents.*")
-            before = set(glob.glob(pattern))
-            self._writer = tf.summary.create_file_writer(self.run_dir)
-            self._writer.flush()
-            created = sorted(set(glob.glob(pattern)) - before, key=os.path.getmtime)
-            self._path = created[-1] if created else None
-            self._size = os.path.getsize(self._path) if self._path else 0
-        return self._writer
+        self._writer = EventFileWriter(self.run_dir)
 
     def write(
         self,
@@ -89,51 +72,21 @@ class LayerSummaryWriter:
 
     def write_summary(self, step: int, summary: bytes) -> None:
         """Writes one serialized ``Summary`` (what `layer_summary` makes) at one step."""
-        self._pending = True
-        # One write of the whole layer: a TensorFlow op per value would cost more than the PNGs.
-        with self._get().as_default(step=step), tf.summary.record_if(True):
-            tf.summary.experimental.write_raw_pb(summary, step=step)
+        self._writer.write_summary(step, summary)
 
     def flush(self) -> None:
-        """Makes everything written so far visible on disk (and to a running TensorBoard).
+        """Makes everything written so far safe on disk (and visible to a running TensorBoard).
 
         Raises:
-            OSError: the data did not reach the event file (it was removed, or
-                the disk is full); the writer is discarded so that the next
-                `write` starts a new event file.
+            OSError: the data did not reach the event file (the disk is full,
+                or it was removed); what was written since the last flush is
+                lost, and the next `write` goes on in a good event file.
         """
-        if self._writer is None:
-            return
         self._writer.flush()
-        if self._path is None or not self._pending:
-            return
-        path = self._path
-        size = os.path.getsize(path) if os.path.exists(path) else -1
-        if size <= self._size:
-            self._discard()  # forgets the path: the message keeps its own copy
-            raise OSError(
-                f"the event file {path} "
-                + ("was removed" if size < 0 else "did not grow (is the disk full?)")
-                + "; what was written since the last flush is lost"
-            )
-        self._size, self._pending = size, False
-
-    def _discard(self) -> None:
-        writer, self._writer, self._path = self._writer, None, None
-        if writer is None:
-            return
-        try:
-            writer.close()
-        except Exception:  # noqa: BLE001 -- the file is already lost; closing is best effort
-            pass
 
     def close(self) -> None:
         """Flushes (see `flush`) and closes; a later `write` opens a new event file."""
-        try:
-            self.flush()
-        finally:
-            if self._writer is not None:
-                self._discard()
+        self._writer.close()
 
 
 def layer_summary(
