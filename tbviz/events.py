@@ -77,8 +77,18 @@ class ReadResult:
 
 
 def event_files(run_dir: str) -> list[str]:
-    """The event files of one run directory, oldest first."""
-    return sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
+    """The event files of one run directory, oldest first.
+
+    Names are ``events.out.tfevents.<seconds>.<host>.<pid>.<counter>...``:
+    numbers compare as numbers, so a process's 10th file of one second
+    (counter 10) comes after its 9th, not before.
+    """
+
+    def order(path: str) -> list[tuple[int, int, str]]:
+        parts = os.path.basename(path).split(".")
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts]
+
+    return sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), key=order)
 
 
 def read_run(run_dir: str) -> ReadResult:
