@@ -7,7 +7,7 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tbviz import capture, metadata
+from tbviz import capture, metadata, probes
 from tbviz import layers as layer_selection
 from tbviz.change import relative_change
 from tbviz.pictures import (
@@ -180,7 +180,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 "`model` must be a keras.Model (the model to picture, e.g. a GAN's generator). "
                 f"Received: model={model!r} of type {type(model).__name__}"
             )
-        self.probe = _capped(_as_probe(probe_images), max_probes)
+        self.probe = probes.capped(probes.as_probe(probe_images), max_probes)
         self.pictured_model = model
         self.log_dir = _checked_log_dir(log_dir)
         if not isinstance(freq, int) or freq < 1:
@@ -224,6 +224,8 @@ class ActivationLogger(keras.callbacks.Callback):
         self.histograms = histograms
         self._writer = LayerSummaryWriter(self.log_dir)
         self._encoders: ThreadPoolExecutor | None = None  # PNG encoding, while fit() runs
+        self._executor: ThreadPoolExecutor | None = None  # the writer thread
+        self._writing: tuple[int, Future] | None = None  # the epoch being written
         self._reset()
 
     # -- Keras hooks -------------------------------------------------------------
@@ -294,14 +296,12 @@ class ActivationLogger(keras.callbacks.Callback):
             _warn(f"could not log: {missing}")
 
     def _reset(self) -> None:
-        self._step_fn = None
+        self._step_fn: Callable[..., Any] | None = None
         self._selected: list[layer_selection.SelectedLayer] = []
         self._descriptions: list[str] = []
         self._fixed_ranges: list[tuple[float, float]] = []
         self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
         self._active = True
-        self._executor: ThreadPoolExecutor | None = getattr(self, "_executor", None)
-        self._writing: tuple[int, Future] | None = getattr(self, "_writing", None)
 
     def _target(self) -> keras.Model:
         """The model to picture: `model=`, else the one being trained, which must have a `call`."""
@@ -334,7 +334,7 @@ class ActivationLogger(keras.callbacks.Callback):
             )
         inputs = model.inputs if graph else None
         structure = getattr(model, "input", None) if graph and not isinstance(model, keras.Sequential) else None
-        probe = _match_probe(self.probe, inputs, structure)
+        probe = probes.match_model_inputs(self.probe, inputs, structure)
         if isinstance(structure, dict):  # the model is called with the structure it was built on
             probe = keras.tree.pack_sequence_as(structure, keras.tree.flatten(probe))
         entries = layer_selection.walk(model)
@@ -355,7 +355,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 f"None of the selected layers of model '{model.name}' can be pictured "
                 f"(selected: {', '.join(e.path for e in selected) or 'none'})."
             )
-        layer_options = self._budgeted_options(usable, _probe_count(probe))
+        layer_options = self._budgeted_options(usable, probes.sample_count(probe))
         wants_stats = self.stats or self.histograms
         index = {e.key: i for i, e in enumerate(usable)}
         inputs_at = {e.input_index: i for i, e in enumerate(usable) if e.input_index is not None}
@@ -440,7 +440,11 @@ class ActivationLogger(keras.callbacks.Callback):
             _description(e, o, self.options, self.max_pixels_per_epoch)
             for e, o in zip(usable, layer_options, strict=True)
         ]
-        initial = tuple(self.value_range) if self.value_range else (np.nan, np.nan)
+        initial = (
+            (float(self.value_range[0]), float(self.value_range[1]))
+            if self.value_range
+            else (np.nan, np.nan)
+        )
         if len(self._fixed_ranges) != len(usable):
             self._fixed_ranges = [initial] * len(usable)
 
@@ -474,6 +478,8 @@ class ActivationLogger(keras.callbacks.Callback):
 
     def _log(self, epoch: int) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
         """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
+        if self._step_fn is None:
+            raise RuntimeError("the logging step is not built yet")
         results = self._step_fn(*self._step_arguments())
         layers = []
         for i, (entry, (pictures, numbers, coarse)) in enumerate(
@@ -699,11 +705,6 @@ def _description(
     )
 
 
-def _probe_count(probe: Any) -> int:
-    """Samples in the probe batch (tensors, a list or a dict of them)."""
-    return int(keras.tree.flatten(probe)[0].shape[0])
-
-
 def _checked_log_dir(log_dir: Any) -> str:
     try:
         path = os.fspath(log_dir)
@@ -729,127 +730,6 @@ def _checked_log_dir(log_dir: Any) -> str:
                 f"Received: log_dir={path!r}"
             )
     return path
-
-
-def _as_array(value: Any, name: str) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind not in "iuf":
-        raise ValueError(
-            f"`probe_images`{name} must be numeric (integer or float). "
-            f"Received: dtype={array.dtype}"
-        )
-    if array.ndim < 2:
-        raise ValueError(
-            f"`probe_images`{name} must be a batch (N, ...) of at least rank 2. "
-            f"Received: shape={array.shape}"
-        )
-    if array.shape[0] == 0:
-        raise ValueError(
-            f"`probe_images`{name} is empty; expected at least one sample. "
-            f"Received: shape={array.shape}"
-        )
-    return array
-
-
-def _as_probe(probe: Any) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarray]:
-    """Makes the probe batch concrete: arrays, once, so every epoch sees the same samples."""
-    if isinstance(probe, tf.data.Dataset):
-        for element in probe.take(1):
-            probe = element[0] if isinstance(element, tuple) and len(element) in (2, 3) else element
-            break
-        else:
-            raise ValueError("`probe_images` is an empty tf.data.Dataset; expected at least one batch.")
-    if isinstance(probe, Mapping):
-        arrays = {k: _as_array(v, f"[{k!r}]") for k, v in probe.items()}
-    elif isinstance(probe, (list, tuple)) and len(probe) and not np.isscalar(probe[0]) and np.ndim(probe[0]) >= 2:
-        arrays = [_as_array(v, f"[{i}]") for i, v in enumerate(probe)]
-    else:
-        return _as_array(probe, "")
-    sizes = {a.shape[0] for a in (arrays.values() if isinstance(arrays, dict) else arrays)}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"All `probe_images` arrays must have the same number of samples. Received: {sorted(sizes)}"
-        )
-    return arrays
-
-
-def _match_probe(probe: Any, inputs: list | None, structure: Any = None) -> Any:
-    """Checks the probe against the model's inputs; returns it as tensors of their dtypes.
-
-    Args:
-        probe: what `_as_probe` made: an array, a list or a dict of arrays.
-        inputs: the model's symbolic inputs (``model.inputs``), or None for a
-            subclassed model: then the probe keeps its structure, as tensors.
-        structure: the model's input structure (``model.input``); when it is a
-            dict, a dict probe is keyed like it (else by the inputs' names).
-
-    Returns:
-        One tensor for a model with one input, else a list in the order of `inputs`.
-    """
-    if inputs is None:
-        return tf.nest.map_structure(tf.constant, probe)
-    if isinstance(probe, dict):
-        if isinstance(structure, dict):
-            key_of = {id(tensor): key for key, tensor in structure.items()}
-            names = [key_of.get(id(t), getattr(t, "name", None)) for t in inputs]
-        else:
-            names = [getattr(t, "name", None) for t in inputs]
-        missing = [n for n in names if n not in probe]
-        if missing:
-            raise ValueError(
-                f"`probe_images` is a dict; expected one array per model input {names}. "
-                f"Received keys: {sorted(probe)}"
-            )
-        pairs = [(probe[n], t, f"[{n!r}]") for n, t in zip(names, inputs)]
-    else:
-        arrays = probe if isinstance(probe, list) else [probe]
-        if len(arrays) != len(inputs):
-            raise ValueError(
-                f"The model has {len(inputs)} inputs; expected `probe_images` to be "
-                f"{'one array' if len(inputs) == 1 else f'a list of {len(inputs)} arrays'}. "
-                f"Received: {len(arrays)} array(s)"
-            )
-        pairs = [(a, t, f"[{i}]" if len(inputs) > 1 else "") for i, (a, t) in enumerate(zip(arrays, inputs))]
-    tensors = []
-    for array, spec, name in pairs:
-        expected = tuple(spec.shape)[1:]
-        received = array.shape[1:]
-        if len(expected) != len(received) or any(
-            e is not None and e != r for e, r in zip(expected, received)
-        ):
-            raise ValueError(
-                f"`probe_images`{name} does not match the model's input "
-                f"'{getattr(spec, 'name', '')}': expected shape (N, {', '.join(str(e) for e in expected)}), "
-                f"received shape {array.shape}."
-            )
-        dtype = tf.as_dtype(spec.dtype)
-        if dtype.is_integer and array.dtype.kind == "f":
-            raise ValueError(
-                f"`probe_images`{name} is {array.dtype} but the model's input "
-                f"'{getattr(spec, 'name', '')}' takes {dtype.name}."
-            )
-        tensors.append(tf.constant(array, dtype=dtype))
-    return tensors[0] if len(tensors) == 1 else tensors
-
-
-def _capped(probe: Any, max_probes: int) -> Any:
-    """The probe cut to its first `max_probes` samples, with a warning if that cuts anything."""
-    arrays = probe.values() if isinstance(probe, dict) else probe if isinstance(probe, list) else [probe]
-    count = next(iter(arrays)).shape[0]
-    if count <= max_probes:
-        return probe
-    warnings.warn(
-        f"tbviz.ActivationLogger: `probe_images` has {count} samples; only the first "
-        f"{max_probes} are pictured (max_probes={max_probes}), one picture per sample, layer "
-        f"and epoch. Pass a few images (2-8 are plenty), or max_probes={count} to picture all.",
-        UserWarning,
-        stacklevel=3,
-    )
-    if isinstance(probe, dict):
-        return {key: value[:max_probes] for key, value in probe.items()}
-    if isinstance(probe, list):
-        return [value[:max_probes] for value in probe]
-    return probe[:max_probes]
 
 
 def _has_call(model: keras.Model) -> bool:

@@ -555,7 +555,7 @@ def _one_sample_at_a_time(fn: Any, maps: tf.Tensor, dtypes: tuple) -> tuple[tf.T
     results = tuple(tf.TensorArray(dtype, size=n) for dtype in dtypes)
 
     def body(i: tf.Tensor, results: tuple) -> tuple:
-        return i + 1, tuple(r.write(i, v) for r, v in zip(results, fn(maps[i])))
+        return i + 1, tuple(r.write(i, v) for r, v in zip(results, fn(maps[i]), strict=True))
 
     _, results = tf.while_loop(lambda i, _: i < n, body, (0, results), parallel_iterations=1)
     return tuple(r.stack() for r in results)
