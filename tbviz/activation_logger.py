@@ -449,14 +449,14 @@ class ActivationLogger(keras.callbacks.Callback):
             self._fixed_ranges = [initial] * len(usable)
 
     def _budgeted_options(
-        self, layers: list[layer_selection.SelectedLayer], probes: int
+        self, layers: list[layer_selection.SelectedLayer], samples: int
     ) -> list[PictureOptions]:
         """Each layer's picture options: `options`, with pictures made smaller where all of
         them would not fit in `max_pixels_per_epoch` (see `tbviz.pictures.fit_pixel_budget`)."""
         options = self.options
         limits = fit_pixel_budget(
             [(e.shape or (), e.channels_first) for e in layers],
-            probes=probes,
+            probes=samples,
             max_pixels=self.max_pixels_per_epoch,
             max_channels=options.max_channels,
             max_size=options.max_size,
