@@ -18,14 +18,9 @@ import tensorflow as tf
 from tbviz import capture, metadata, probes
 from tbviz import layers as layer_selection
 from tbviz.change import relative_change
-from tbviz.pictures import (
-    PictureOptions,
-    channels_shown,
-    fit_pixel_budget,
-    picture_shape,
-    render,
-)
-from tbviz.stats import HISTOGRAM_BINS, count_nonfinite, layer_statistics
+from tbviz.pictures import PictureOptions, channels_shown, fit_pixel_budget, picture_shape
+from tbviz.stats import HISTOGRAM_BINS
+from tbviz.summarize import summarize_layer
 from tbviz.summary import LayerSummaryWriter, layer_summary
 
 # Pixels of all pictures of one logged epoch: about 4 to 5 MB of event file for every
@@ -379,10 +374,10 @@ class ActivationLogger(keras.callbacks.Callback):
         summarizers: dict[tuple, Any] = {}
 
         def summarize(i: int, output: tf.Tensor, fixed_range: tf.Tensor) -> tuple:
-            """One layer's pictures and numbers (see `_summarize`): all that leaves the step."""
+            """One layer's pictures and numbers (see `tbviz.summarize.summarize_layer`): all that leaves the step."""
             options = layer_options[i]
             if inline:
-                return _summarize(output, fixed_range, options, channels_first[i], wants_stats)
+                return summarize_layer(output, fixed_range, options, channels_first[i], wants_stats)
             key = (tuple(output.shape), output.dtype, channels_first[i], options)
             if key not in summarizers:
                 summarizers[key] = _summarizer(output, options, channels_first[i], wants_stats)
@@ -490,7 +485,7 @@ class ActivationLogger(keras.callbacks.Callback):
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
             stats = {"nonfinite": nonfinite}
-            if len(numbers) > 3:  # see `_summarize` for the layout
+            if len(numbers) > 3:  # see `tbviz.summarize.summarize_layer` for the layout
                 stats.update(zip(metadata.SCALAR_KINDS, numbers[3:6], strict=True))
                 stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
             stats[metadata.CHANGE] = self._change(entry.path, coarse.numpy())
@@ -554,39 +549,10 @@ class ActivationLogger(keras.callbacks.Callback):
             _warn(f"could not write epoch {epoch}: {type(error).__name__}: {error}")
 
 
-def _summarize(
-    output: tf.Tensor,
-    fixed_range: tf.Tensor,
-    options: PictureOptions,
-    channels_first: bool,
-    wants_stats: bool,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One layer's pictures; in one float32 vector its numbers: the value range used (lo,
-    hi), the NaN/Inf count, then with `wants_stats` mean, std, zero fraction and the
-    histogram's ``(bins, 3)`` rows; and its coarse maps (`tbviz.change`). Three tensors a
-    layer: each is a node of the step's graph."""
-    pictures, lo, hi, coarse = render(
-        output,
-        options,
-        channels_first=channels_first,
-        fixed_range=tf.unstack(fixed_range),
-        with_coarse=True,
-    )
-    # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
-    with tf.control_dependencies([pictures]):
-        stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
-    numbers = [tf.reduce_min(lo), tf.reduce_max(hi), stats["nonfinite"]]
-    if wants_stats:
-        numbers = [tf.stack(numbers + [stats[kind] for kind in metadata.SCALAR_KINDS])]
-        numbers.append(tf.reshape(stats["histogram"], [-1]))
-        return pictures, tf.concat(numbers, 0), coarse
-    return pictures, tf.stack(numbers), coarse
-
-
 def _summarizer(
     output: tf.Tensor, options: PictureOptions, channels_first: bool, wants_stats: bool
 ) -> Any:
-    """`_summarize` as a function traced once for every layer output of this shape and dtype.
+    """`tbviz.summarize.summarize_layer` as a function traced once for every layer output of this shape and dtype.
 
     Inside the traced step each layer's summary is then one call op, not
     hundreds of ops: with every layer of a ResNet-50 selected (174 layers,
@@ -600,7 +566,7 @@ def _summarizer(
     """
     signature = (tf.TensorSpec(output.shape, output.dtype), tf.TensorSpec([2], tf.float32))
     return tf.function(
-        lambda x, fixed_range: _summarize(x, fixed_range, options, channels_first, wants_stats),
+        lambda x, fixed_range: summarize_layer(x, fixed_range, options, channels_first, wants_stats),
         input_signature=signature,
         autograph=False,
         experimental_attributes={"_noinline": True},
