@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import warnings
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tbviz import capture, metadata, probes
+from tbviz import capture, metadata, probes, steps
 from tbviz import layers as layer_selection
 from tbviz.change import relative_change
 from tbviz.pictures import PictureOptions, channels_shown, fit_pixel_budget, picture_shape
 from tbviz.stats import HISTOGRAM_BINS
-from tbviz.summarize import summarize_layer
 from tbviz.summary import LayerSummaryWriter, layer_summary
 
 # Pixels of all pictures of one logged epoch: about 4 to 5 MB of event file for every
@@ -40,7 +36,7 @@ class ActivationLogger(keras.callbacks.Callback):
     """Logs each selected layer's feature maps on a fixed probe batch to TensorBoard.
 
     At the end of every `freq`-th epoch the probe batch goes once through the
-    model (in inference mode, inside a ``tf.function`` traced once), and each
+    model (in inference mode, in a step compiled once: see `tbviz.steps`), and each
     selected layer's output, the moment the layer returns it, becomes one
     picture per probe sample (its channels normalised, colour-mapped and tiled in a
     near-square grid; see `tbviz.pictures` for every output rank) written in
@@ -56,9 +52,9 @@ class ActivationLogger(keras.callbacks.Callback):
     Functional and Sequential models, nested models (transfer learning: inner
     layers by path) and subclassed models (paths are the tracked attribute
     names) all work: the selected layers' ``call`` is wrapped while the step
-    is traced (see `tbviz.capture`). Under a multi-worker
-    ``tf.distribute`` strategy only the chief writes; the other workers do no
-    logging work.
+    is traced (see `tbviz.capture`). In distributed training only one process
+    writes (a multi-worker ``tf.distribute`` strategy's chief, JAX's process 0,
+    PyTorch's rank 0); the others do no logging work.
 
     Logging never stops training: a failure while picturing or writing is
     reported as a warning and the next epoch tries again. Mistakes in the
@@ -232,15 +228,15 @@ class ActivationLogger(keras.callbacks.Callback):
         super().set_model(model)
 
     def on_train_begin(self, logs: Mapping | None = None) -> None:
-        self._active = _writes_summaries(self.model)
-        if self._active and self._step_fn is None:
+        self._active = steps.writes_summaries(self.model)
+        if self._active and self._step is None:
             target = self._target()
             if _has_inputs(target):
                 self._build_unless_kernel_missing()
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # A Sequential model without an Input gets its inputs during the first batch.
-        if self._active and self._step_fn is None:
+        if self._active and self._step is None:
             self._build_unless_kernel_missing()
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
@@ -249,15 +245,18 @@ class ActivationLogger(keras.callbacks.Callback):
         # At most one epoch is being written while the next one is computed.
         self._wait_for_writes()
         try:
-            if self._step_fn is None:
+            if self._step is None:
                 self._build()
             layers = self._log(epoch)
         except (ValueError, TypeError) as error:
-            if self._step_fn is None:
+            if self._step is None:
                 raise  # a mistake in the arguments: say so instead of logging nothing
             _warn(f"could not log epoch {epoch}: {error}")
+        except steps.StepUnavailable as error:
+            self._active = False  # nothing changes that in this fit()
+            _warn(f"could not log: {error}")
         except Exception as error:  # noqa: BLE001 -- a picture must never stop training
-            missing = _missing_kernel(self.pictured_model or self.model, error)
+            missing = steps.missing_kernel(self.pictured_model or self.model, error)
             if missing:
                 self._active = False  # the kernel will not appear later in this process
             _warn(f"could not log epoch {epoch}: {missing or f'{type(error).__name__}: {error}'}")
@@ -280,18 +279,22 @@ class ActivationLogger(keras.callbacks.Callback):
     # -- building ----------------------------------------------------------------
 
     def _build_unless_kernel_missing(self) -> None:
-        # Building a subclassed model runs it once; a missing kernel must not stop training.
+        # Building a subclassed model runs it once; a missing kernel, or a step that cannot
+        # run in this setting, must not stop training.
         try:
             self._build()
-        except tf.errors.OpError as error:
-            missing = _missing_kernel(self.pictured_model or self.model, error)
+        except steps.StepUnavailable as error:
+            self._active = False
+            _warn(f"could not log: {error}")
+        except Exception as error:
+            missing = steps.missing_kernel(self.pictured_model or self.model, error)
             if not missing:
                 raise
             self._active = False
             _warn(f"could not log: {missing}")
 
     def _reset(self) -> None:
-        self._step_fn: Callable[..., Any] | None = None
+        self._step: steps.Step | None = None
         self._selected: list[layer_selection.SelectedLayer] = []
         self._descriptions: list[str] = []
         self._fixed_ranges: list[tuple[float, float]] = []
@@ -334,7 +337,8 @@ class ActivationLogger(keras.callbacks.Callback):
             probe = keras.tree.pack_sequence_as(structure, keras.tree.flatten(probe))
         entries = layer_selection.walk(model)
         if layer_selection.needs_capture(entries):  # a subclassed model, or one inside: run it once
-            entries = capture.capture_entries(model, probe, entries)
+            with steps.local_weights(model):
+                entries = capture.capture_entries(model, probe, entries)
         selected = layer_selection.select_layers(
             model, self.layers, max_layers=self.max_layers, entries=entries
         )
@@ -352,8 +356,10 @@ class ActivationLogger(keras.callbacks.Callback):
             )
         layer_options = self._budgeted_options(usable, probes.sample_count(probe))
         wants_stats = self.stats or self.histograms
-        index = {e.key: i for i, e in enumerate(usable)}
-        inputs_at = {e.input_index: i for i, e in enumerate(usable) if e.input_index is not None}
+        summaries = [
+            steps.Summary(options, entry.channels_first, wants_stats)
+            for entry, options in zip(usable, layer_options, strict=True)
+        ]
         # How often each tapped layer runs in one forward pass, by the walk: a check that
         # the calls counted at run time are the ones the entries are keyed on.
         expected_calls: dict[int, int] = {}
@@ -361,75 +367,15 @@ class ActivationLogger(keras.callbacks.Callback):
             if entry.input_index is None and not entry.needs_capture:
                 key = id(entry.layer)
                 expected_calls[key] = max(expected_calls.get(key, 0), entry.call + 1)
-        channels_first = [e.channels_first for e in usable]
-        # In the traced step, when layers share an output shape, layout and options, each
-        # layer is pictured by one function per (shape, dtype, layout, options), see
-        # `_summarizer`. When none do (a few layers, say the default's on a small CNN), they
-        # are pictured inline: the functions' runtime would only add memory (about 2 MB).
-        eager = getattr(model, "run_eagerly", False)
-        kinds = Counter(
-            (e.shape, e.channels_first, o) for e, o in zip(usable, layer_options, strict=True)
-        )
-        inline = eager or len(kinds) == len(usable)
-        summarizers: dict[tuple, Any] = {}
-
-        def summarize(i: int, output: tf.Tensor, fixed_range: tf.Tensor) -> tuple:
-            """One layer's pictures and numbers (see `tbviz.summarize.summarize_layer`): all that leaves the step."""
-            options = layer_options[i]
-            if inline:
-                return summarize_layer(output, fixed_range, options, channels_first[i], wants_stats)
-            key = (tuple(output.shape), output.dtype, channels_first[i], options)
-            if key not in summarizers:
-                summarizers[key] = _summarizer(output, options, channels_first[i], wants_stats)
-            return summarizers[key](output, fixed_range)
-
-        def step(probe, fixed_ranges):
-            """One forward pass of the probe batch, each selected layer summarised as it returns.
-
-            The model goes on with a layer's output only once its summary is
-            made (a control dependency), so a layer's full activation is
-            freed as soon as the model is done with it, as in a bare forward
-            pass, instead of every selected activation waiting for the end.
-            """
-            results: dict[int, tuple] = {}
-            fixed_ranges = tf.unstack(fixed_ranges, num=len(usable))
-            flat_probe = keras.tree.flatten(probe)
-            for k, i in inputs_at.items():  # an input's picture: the probe as the model sees it
-                results[i] = summarize(i, flat_probe[k], fixed_ranges[i])
-
-            def tap(layer, call, output):
-                i = index.get((id(layer), call))
-                if i is None:  # a call of a shared layer that is not selected
-                    return output
-                results[i] = summarize(i, output, fixed_ranges[i])
-                if tf.executing_eagerly():
-                    return output
-                with tf.control_dependencies(tf.nest.flatten(results[i])):
-                    return tf.nest.map_structure(tf.identity, output)
-
-            tapped = [e.layer for e in usable if e.input_index is None]
-            with capture.recording(tapped, tap=tap) as recorded:
-                model(probe, training=False)
-            miscounted = [
-                f"'{layer.name}' ran {recorded.calls.get(id(layer), 0)} times, expected "
-                f"{expected_calls[id(layer)]}"
-                for layer in tapped
-                if id(layer) in expected_calls
-                and recorded.calls.get(id(layer), 0) != expected_calls[id(layer)]
-            ]
-            missing = [e.path for i, e in enumerate(usable) if i not in results]
-            if missing or miscounted:
-                raise RuntimeError(
-                    f"layers {', '.join(missing + miscounted)} of model '{model.name}': the "
-                    "probe batch did not run them as the model's graph says"
-                )
-            return [results[i] for i in range(len(usable))]
-
         # A model compiled with run_eagerly=True may not be traceable: then eagerly, as fit() does.
-        if not eager:
-            step = tf.function(step, reduce_retracing=True, autograph=False)
-        self._probe_tensors = probe
-        self._step_fn = step
+        self._step = steps.build_step(
+            model,
+            probe,
+            usable,
+            summaries,
+            expected_calls,
+            eager=bool(getattr(model, "run_eagerly", False)),
+        )
         self._selected = usable
         self._descriptions = [
             _description(e, o, self.options, self.max_pixels_per_epoch)
@@ -467,20 +413,19 @@ class ActivationLogger(keras.callbacks.Callback):
 
     # -- logging -----------------------------------------------------------------
 
-    def _step_arguments(self) -> tuple:
-        """What the step is called with: the probe, and the fixed ranges as ``(layers, 2)``."""
-        return self._probe_tensors, np.array(self._fixed_ranges, np.float32).reshape(-1, 2)
+    def _ranges(self) -> np.ndarray:
+        """The fixed ranges, ``(layers, 2)`` float32, as the step takes them (NaN: not yet fixed)."""
+        return np.array(self._fixed_ranges, np.float32).reshape(-1, 2)
 
     def _log(self, epoch: int) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
         """Runs the probe through the model; returns ``(path, description, pictures, stats)`` per layer."""
-        if self._step_fn is None:
+        if self._step is None:
             raise RuntimeError("the logging step is not built yet")
-        results = self._step_fn(*self._step_arguments())
+        results = self._step(self._ranges())
         layers = []
         for i, (entry, (pictures, numbers, coarse)) in enumerate(
             zip(self._selected, results, strict=True)
         ):
-            numbers = numbers.numpy()
             lo, hi, nonfinite = numbers[:3]
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
@@ -488,13 +433,13 @@ class ActivationLogger(keras.callbacks.Callback):
             if len(numbers) > 3:  # see `tbviz.summarize.summarize_layer` for the layout
                 stats.update(zip(metadata.SCALAR_KINDS, numbers[3:6], strict=True))
                 stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
-            stats[metadata.CHANGE] = self._change(entry.path, coarse.numpy())
+            stats[metadata.CHANGE] = self._change(entry.path, coarse)
             if stats["nonfinite"]:
                 _warn(
                     f"layer '{entry.path}' has {int(stats['nonfinite'])} NaN/Inf activations at "
                     f"epoch {epoch}; they are drawn magenta and left out of its statistics."
                 )
-            layers.append((entry.path, self._descriptions[i], pictures.numpy(), stats))
+            layers.append((entry.path, self._descriptions[i], pictures, stats))
         return layers
 
     def _change(self, path: str, coarse: np.ndarray) -> float | None:
@@ -549,81 +494,8 @@ class ActivationLogger(keras.callbacks.Callback):
             _warn(f"could not write epoch {epoch}: {type(error).__name__}: {error}")
 
 
-def _summarizer(
-    output: tf.Tensor, options: PictureOptions, channels_first: bool, wants_stats: bool
-) -> Any:
-    """`tbviz.summarize.summarize_layer` as a function traced once for every layer output of this shape and dtype.
-
-    Inside the traced step each layer's summary is then one call op, not
-    hundreds of ops: with every layer of a ResNet-50 selected (174 layers,
-    11 distinct output shapes), tracing the step and TensorFlow's graph
-    optimiser had 74,000 ops to go through (about 15 s and 16 s on 2 cores);
-    with the calls, they see the forward pass and one small function per
-    shape. ``_noinline`` keeps the optimiser from pasting the body back in at
-    every call. The call takes the layer's output and returns its summary, so
-    the output is freed once the call and the model are done with it, as
-    before.
-    """
-    signature = (tf.TensorSpec(output.shape, output.dtype), tf.TensorSpec([2], tf.float32))
-    return tf.function(
-        lambda x, fixed_range: summarize_layer(x, fixed_range, options, channels_first, wants_stats),
-        input_signature=signature,
-        autograph=False,
-        experimental_attributes={"_noinline": True},
-    )
-
-
 def _warn(message: str) -> None:
     warnings.warn(f"tbviz.ActivationLogger: {message}", RuntimeWarning, stacklevel=3)
-
-
-def _missing_kernel(model: keras.Model, error: BaseException) -> str | None:
-    """What to tell the user when TensorFlow has no kernel for a channels_first layer.
-
-    TensorFlow's own CPU convolutions take channels_last (NHWC) only; channels_first
-    (NCHW) ones exist where oneDNN is on, by default only on CPUs with AVX512-VNNI,
-    AVX512-BF16, AVX-VNNI or AMX. A model can train without them under XLA
-    (``jit_compile=True``), but tbviz's forward pass runs without XLA. None for any
-    other error.
-    """
-    if not isinstance(error, tf.errors.OpError):
-        return None
-    lines = error.message.splitlines()
-    reasons = [
-        re.sub(r"\x1b\[[0-9;]*m|\{\{[^}]*\}\}|\[Op:\w+\]", "", line).strip()  # colours, op names
-        for line in lines
-        if re.search(r"only supports (the )?ND?HW?C\b", line)
-    ]
-    if not reasons:
-        return None
-    suspects = [
-        layer
-        for layer in layer_selection.sublayers(model, recursive=True)
-        if getattr(layer, "data_format", None) == "channels_first"
-    ]
-    if not suspects:
-        return None
-    # The culprit: in a graph, its name scope in the node's name ("sequential/conv_1/convolution");
-    # run eagerly, its class ("Exception encountered when calling Conv2D.call()").
-    node = re.search(r"node (\S+)", error.message)
-    scopes = node.group(1).split("/") if node else []
-    classes = set(re.findall(r"calling (\w+)\.call\(\)", error.message))
-    named = [
-        layer
-        for layer in suspects
-        if type(layer).__name__ in classes
-        or any(re.fullmatch(re.escape(layer.name) + r"(_\d+)?", scope) for scope in scopes)
-    ]
-    named = named or suspects
-    layers = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in named)
-    return (
-        f"TensorFlow has no channels_first (NCHW) kernel on this CPU for "
-        f"{'layer' if len(named) == 1 else 'layers'} {layers} of "
-        f"model '{model.name}', which tbviz runs without XLA; expected data_format="
-        "'channels_last', or TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow is imported "
-        "(oneDNN runs NCHW). Nothing more is logged in this fit(). Received: "
-        f"data_format='channels_first' and {type(error).__name__}: {reasons[0]}"
-    )
 
 
 def _description(
@@ -714,10 +586,3 @@ def _has_inputs(model: keras.Model) -> bool:
     except (AttributeError, ValueError):
         return False
 
-
-def _writes_summaries(model: keras.Model) -> bool:
-    """False on the non-chief workers of a multi-worker strategy: only the chief writes."""
-    try:
-        return bool(model.distribute_strategy.extended.should_save_summary)
-    except AttributeError:
-        return True

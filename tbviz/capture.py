@@ -2,8 +2,8 @@
 
 While the model runs on the probe batch, the ``call`` of each wanted layer
 is temporarily replaced by a wrapper that records what it returns, and that
-can hand the output to a *tap* (`tbviz.ActivationLogger`'s step pictures
-each layer there, inside its ``tf.function``, as soon as the layer returns).
+can hand the output to a *tap* (the logging step of `tbviz.steps` pictures
+each layer there, inside the compiled step, as soon as the layer returns).
 The original ``call`` is restored in a ``finally``, whatever happens. A layer
 called several times during one forward pass (a shared layer, or one inside a
 nested model called more than once) is recorded at its first call, and the
@@ -66,8 +66,8 @@ def recording(layers: Sequence[keras.layers.Layer], tap: Tap | None = None) -> I
     With a `tap`, ``tap(layer, call, output)`` is called as soon as the
     layer returns, on every call (`call` counts them from 0), and what it
     returns is what the rest of the model receives (the same values; see
-    `tbviz.activation_logger` for why a tap returns them behind a control
-    dependency).
+    `tbviz.steps` for why the TensorFlow step returns them behind a
+    control dependency).
     """
     result = Recording(tap)
     restore: list[tuple[keras.layers.Layer, Any]] = []

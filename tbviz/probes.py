@@ -6,13 +6,13 @@ logging step is called with; no pictures are made here.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -37,7 +37,7 @@ def _as_array(value: Any, name: str) -> np.ndarray:
 
 def as_probe(probe: Any) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarray]:
     """Makes the probe batch concrete: arrays, once, so every epoch sees the same samples."""
-    if isinstance(probe, tf.data.Dataset):
+    if _is_tf_dataset(probe):
         for element in probe.take(1):
             probe = element[0] if isinstance(element, tuple) and len(element) in (2, 3) else element
             break
@@ -56,6 +56,12 @@ def as_probe(probe: Any) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarray
             f"All `probe_images` arrays must have the same number of samples. Received: {sorted(sizes)}"
         )
     return arrays
+
+
+def _is_tf_dataset(value: Any) -> bool:
+    """A ``tf.data.Dataset``; asked only if TensorFlow is imported already (it cannot be one else)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.data.Dataset)
 
 
 def capped(probe: Any, max_probes: int) -> Any:
@@ -79,7 +85,7 @@ def capped(probe: Any, max_probes: int) -> Any:
 
 
 def match_model_inputs(probe: Any, inputs: list | None, structure: Any = None) -> Any:
-    """Checks the probe against the model's inputs; returns it as tensors of their dtypes.
+    """Checks the probe against the model's inputs; returns it as backend tensors of their dtypes.
 
     Args:
         probe: what `as_probe` made: an array, a list or a dict of arrays.
@@ -92,7 +98,7 @@ def match_model_inputs(probe: Any, inputs: list | None, structure: Any = None) -
         One tensor for a model with one input, else a list in the order of `inputs`.
     """
     if inputs is None:
-        return tf.nest.map_structure(tf.constant, probe)
+        return keras.tree.map_structure(keras.ops.convert_to_tensor, probe)
     if isinstance(probe, dict):
         if isinstance(structure, dict):
             key_of = {id(tensor): key for key, tensor in structure.items()}
@@ -127,13 +133,13 @@ def match_model_inputs(probe: Any, inputs: list | None, structure: Any = None) -
                 f"'{getattr(spec, 'name', '')}': expected shape (N, {', '.join(str(e) for e in expected)}), "
                 f"received shape {array.shape}."
             )
-        dtype = tf.as_dtype(spec.dtype)
-        if dtype.is_integer and array.dtype.kind == "f":
+        dtype = keras.backend.standardize_dtype(spec.dtype)
+        if keras.backend.is_int_dtype(dtype) and array.dtype.kind == "f":
             raise ValueError(
                 f"`probe_images`{name} is {array.dtype} but the model's input "
-                f"'{getattr(spec, 'name', '')}' takes {dtype.name}."
+                f"'{getattr(spec, 'name', '')}' takes {dtype}."
             )
-        tensors.append(tf.constant(array, dtype=dtype))
+        tensors.append(keras.ops.convert_to_tensor(array, dtype=dtype))
     return tensors[0] if len(tensors) == 1 else tensors
 
 

@@ -88,7 +88,7 @@ def _report(strategy, logger, losses: list[float]) -> dict:
     return {
         "replicas": strategy.num_replicas_in_sync,
         "active": bool(logger._active),
-        "built": logger._step_fn is not None,
+        "built": logger._step is not None,
         "loss": losses,
     }
 

@@ -1,8 +1,10 @@
-"""ActivationLogger under tf.distribute: MirroredStrategy and MultiWorkerMirroredStrategy.
+"""ActivationLogger in distributed training: tf.distribute's MirroredStrategy and
+MultiWorkerMirroredStrategy, and keras.distribution on JAX across two processes.
 
-Each run is a fresh Python process (tests/_multiworker_worker.py): splitting the
-CPU into logical devices must happen before TensorFlow initialises its
-devices, and a multi-worker cluster needs one process per worker.
+Each run is a fresh Python process (tests/_multiworker_worker.py,
+tests/_jax_multiprocess_worker.py): splitting the CPU into logical devices must
+happen before TensorFlow initialises its devices, a multi-worker cluster needs
+one process per worker, and the JAX runs need KERAS_BACKEND=jax.
 
 How close the pictures of a distributed run must be to a single-process
 run's: the runs start from the same weights and see the same samples in
@@ -39,6 +41,7 @@ from tbviz import metadata
 from tbviz.pictures import LEVELS
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
+JAX_WORKER = os.path.join(os.path.dirname(__file__), "_jax_multiprocess_worker.py")
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
 # Picture sizes (width, height) for the worker's 16x16 input: conv_a 14x14x8 in a
 # 2x4 grid, pool_a 7x7x8 in 2x4, conv_b 5x5x4 in 2x2, gap 4 units in a 2x2 block.
@@ -47,6 +50,7 @@ PROBES = 3
 TIMEOUT = 240
 RELATIVE = 1e-5  # how closely the runs agree: the losses' tolerance
 BIND_FAILURE = "Could not start gRPC server"
+JAX_BIND_FAILURE = "Failed to start RPC server"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -61,15 +65,25 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _start(mode: str, log_dir, result, tf_config: dict | None = None) -> subprocess.Popen:
+def _start(
+    mode: str,
+    log_dir,
+    result,
+    tf_config: dict | None = None,
+    *,
+    worker: str = WORKER,
+    arguments: tuple = (),
+    backend: str = "tensorflow",
+) -> subprocess.Popen:
     """Starts a worker process; its output goes to ``<result>.out`` (a file: nothing can block)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["KERAS_BACKEND"] = backend
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     with open(f"{result}.out", "w") as output:
         return subprocess.Popen(
-            [sys.executable, WORKER, mode, str(log_dir), str(result)],
+            [sys.executable, worker, mode, str(log_dir), str(result), *map(str, arguments)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -78,7 +92,7 @@ def _start(mode: str, log_dir, result, tf_config: dict | None = None) -> subproc
 
 
 def _output(process: subprocess.Popen) -> str:
-    with open(f"{process.args[-1]}.out") as output:
+    with open(f"{process.args[4]}.out") as output:
         return output.read()
 
 
@@ -201,7 +215,7 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
         workers = _run_cluster(tmp_path, ports=[*_free_ports(1), taken.getsockname()[1]])
     assert BIND_FAILURE in (tmp_path / "attempt0" / "worker1.json.out").read_text()
     _finish({**workers, "single": single_process})
-    run = Path(workers["worker0"].args[-1]).parent  # attempt1, or later after a real race
+    run = Path(workers["worker0"].args[4]).parent  # attempt1, or later after a real race
     chief, other = (json.loads((run / f"worker{i}.json").read_text()) for i in range(2))
     single = json.loads((tmp_path / "single.json").read_text())
 
@@ -218,3 +232,78 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
 
     _assert_logged(run / "worker0")
     _assert_same_pictures(run / "worker0", tmp_path / "single")
+
+
+def _run_jax_processes(
+    base, mode: str, port: int | None = None, attempts: int = 3
+) -> dict[str, subprocess.Popen]:
+    """Runs two JAX processes as one run; on a coordinator port taken before process 0
+    bound it, starts again on another. `port` is the first attempt's. Process i writes
+    under ``base/attempt<a>/process<i>``."""
+    for attempt in range(attempts):
+        (port,) = [port] if attempt == 0 and port else _free_ports(1)
+        directory = base / f"attempt{attempt}"
+        directory.mkdir()
+        processes = {
+            f"process{i}": _start(
+                mode,
+                directory / f"process{i}",
+                directory / f"process{i}.json",
+                worker=JAX_WORKER,
+                arguments=(port, i),
+                backend="jax",
+            )
+            for i in range(2)
+        }
+        _wait(processes)
+        if not any(JAX_BIND_FAILURE in _output(p) for p in processes.values() if p.returncode):
+            return processes
+    return processes
+
+
+@pytest.mark.slow
+def test_jax_two_processes_only_process_0_logs(tmp_path):
+    """keras.distribution.DataParallel on JAX over two CPU processes: process 0 logs what a
+    single process logs; process 1 builds no step and writes nothing."""
+    single_process = _start(
+        "single", tmp_path / "single", tmp_path / "single.json", worker=JAX_WORKER, backend="jax"
+    )
+    # The first attempt's coordinator port is taken: the start-again path runs every time.
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        processes = _run_jax_processes(tmp_path, "process", port=taken.getsockname()[1])
+    assert JAX_BIND_FAILURE in (tmp_path / "attempt0" / "process0.json.out").read_text()
+    _finish({**processes, "single": single_process})
+    run = Path(processes["process0"].args[4]).parent
+    first, second = (json.loads((run / f"process{i}.json").read_text()) for i in range(2))
+    single = json.loads((tmp_path / "single.json").read_text())
+
+    assert [first["process_index"], second["process_index"]] == [0, 1]
+    assert first["process_count"] == second["process_count"] == 2  # one run of two processes
+    assert first["active"] and first["built"] and not first["warnings"]
+    assert not second["active"] and not second["built"]
+    assert not any((run / "process1").rglob("*"))  # not one file, wherever
+    np.testing.assert_allclose(first["loss"], single["loss"], rtol=RELATIVE)
+    np.testing.assert_allclose(second["loss"], single["loss"], rtol=RELATIVE)
+
+    _assert_logged(run / "process0")
+    _assert_same_pictures(run / "process0", tmp_path / "single")
+
+
+@pytest.mark.slow
+def test_jax_weights_sharded_across_processes_turn_logging_off(tmp_path):
+    """Under ModelParallel with a kernel split across the two processes, process 0 has no
+    whole copy of the weights: it says so once, logging is off, and training goes on."""
+    processes = _run_jax_processes(tmp_path, "sharded")
+    _finish(processes)
+    run = Path(processes["process0"].args[4]).parent
+    first, second = (json.loads((run / f"process{i}.json").read_text()) for i in range(2))
+
+    assert not first["active"] and not first["built"]
+    (warning,) = first["warnings"]
+    assert "sharded across processes (small_cnn/conv_a/kernel)" in warning
+    assert "Nothing is logged in this fit()" in warning
+    assert not second["active"] and not second["built"] and not second["warnings"]
+    assert not any(run.rglob("events.out.tfevents.*"))
+    assert len(first["loss"]) == 2 and np.isfinite(first["loss"]).all()

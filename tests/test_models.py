@@ -498,7 +498,7 @@ def test_nested_transfer_learning_model(tmp_path):
             assert_monotone(cell, values[n, :, :, channel], f"sample {n} channel {channel}")
     # One forward pass per step, however many inner layers are selected: each convolution
     # of the backbone appears once in the traced step.
-    graph = default._step_fn.get_concrete_function(*default._step_arguments()).graph
+    graph = default._step.function.get_concrete_function(default._step.probe, default._ranges()).graph
     convolutions = [
         op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))
     ]
