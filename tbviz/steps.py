@@ -441,7 +441,7 @@ def _local_values(model: keras.Model, variables: Sequence[Any], device: Any) -> 
         )
     return [
         jax.device_put(
-            v.value if v.value.is_fully_addressable else v.value.addressable_shards[0].data,
+            v.value if v.value.is_fully_addressable else v.value.addressable_data(0),
             device,
         )
         for v in variables

@@ -50,7 +50,7 @@ PROBES = 3
 TIMEOUT = 240
 RELATIVE = 1e-5  # how closely the runs agree: the losses' tolerance
 BIND_FAILURE = "Could not start gRPC server"
-JAX_BIND_FAILURE = "Failed to start RPC server"
+JAX_BIND_FAILURE = "Failed to add port to server"
 
 
 def _free_ports(count: int) -> list[int]:
