@@ -443,7 +443,7 @@ def value_range(
     low, high = clip_percentile / 100.0, 1.0 - clip_percentile / 100.0
     n, h, w, m = maps.shape
     if per_map and clip_percentile == 0.0:  # min and max of each map: no copy needed
-        lo, hi = _finite_min_max(maps, axis=(1, 2))
+        lo, hi = _finite_min_max(ops.reshape(maps, [n, h * w, m]), axis=1)
     elif per_map:  # each map's values in a row, to rank them
         rows = ops.reshape(ops.transpose(maps, [0, 3, 1, 2]), [n * m, h * w])
         lo, hi = _finite_quantiles(rows, low, high)
