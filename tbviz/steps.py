@@ -1,7 +1,7 @@
 """The logging step: one forward pass of the probe batch, every selected layer summarised.
 
 This is the one module with code for a particular Keras backend. Everything
-the step does is the same on every backend and written once here (`_tapped_forward`):
+the step does is the same on every backend and written once here (`Step._forward`):
 the selected layers' ``call`` is wrapped (`tbviz.capture.recording`), each
 layer's output is summarised the moment the layer returns it
 (`tbviz.summarize.summarize_layer`: pictures, numbers, coarse maps), an input
@@ -98,56 +98,57 @@ class Step:
         """Layer i's summary (see `tbviz.summarize.summarize_layer`)."""
         return self.summaries[i](output, fixed_range)
 
+    def _forward(
+        self,
+        call_model: Callable[[], Any],
+        probe: Any,
+        fixed_ranges: Any,
+        summarize: Callable[[int, Any, Any], tuple] | None = None,
+        after: Callable[[Any, tuple], Any] | None = None,
+    ) -> list[tuple]:
+        """One forward pass (`call_model`, on `probe`) with each selected layer summarised as it returns.
 
-def _tapped_forward(
-    model: keras.Model,
-    call_model: Callable[[], Any],
-    probe: Any,
-    fixed_ranges: Any,
-    selected: Sequence[layer_selection.SelectedLayer],
-    summarize: Callable[[int, Any, Any], tuple],
-    expected_calls: dict[int, int],
-    after: Callable[[Any, tuple], Any] | None = None,
-) -> list[tuple]:
-    """One forward pass (`call_model`) with each selected layer summarised as it returns.
+        This is the step on every backend; each backend's `Step` only says how
+        it is compiled and run. `summarize(i, output, fixed_range)` makes layer
+        i's summary (by default `_summarize`); `after(output, summary)` returns
+        what the model goes on with (by default the output itself). Raises if
+        a selected layer did not run, or a tapped layer ran a different number
+        of times than the model's graph says.
+        """
+        summarize = summarize or self._summarize
+        selected, expected_calls = self.selected, self.expected_calls
+        results: dict[int, tuple] = {}
+        ranges = keras.ops.unstack(fixed_ranges, num=len(selected), axis=0)
+        flat_probe = keras.tree.flatten(probe)
+        index = {e.key: i for i, e in enumerate(selected)}
+        for i, entry in enumerate(selected):  # an input's picture: the probe as the model sees it
+            if entry.input_index is not None:
+                results[i] = summarize(i, flat_probe[entry.input_index], ranges[i])
 
-    `summarize(i, output, fixed_range)` makes layer i's summary; `after(output,
-    summary)` returns what the model goes on with (by default the output
-    itself). Raises if a selected layer did not run, or a tapped layer ran a
-    different number of times than the model's graph says.
-    """
-    results: dict[int, tuple] = {}
-    ranges = keras.ops.unstack(fixed_ranges, num=len(selected), axis=0)
-    flat_probe = keras.tree.flatten(probe)
-    index = {e.key: i for i, e in enumerate(selected)}
-    for i, entry in enumerate(selected):  # an input's picture: the probe as the model sees it
-        if entry.input_index is not None:
-            results[i] = summarize(i, flat_probe[entry.input_index], ranges[i])
+        def tap(layer: keras.layers.Layer, call: int, output: Any) -> Any:
+            i = index.get((id(layer), call))
+            if i is None:  # a call of a shared layer that is not selected
+                return output
+            results[i] = summarize(i, output, ranges[i])
+            return output if after is None else after(output, results[i])
 
-    def tap(layer: keras.layers.Layer, call: int, output: Any) -> Any:
-        i = index.get((id(layer), call))
-        if i is None:  # a call of a shared layer that is not selected
-            return output
-        results[i] = summarize(i, output, ranges[i])
-        return output if after is None else after(output, results[i])
-
-    tapped = [e.layer for e in selected if e.input_index is None]
-    with capture.recording(tapped, tap=tap) as recorded:
-        call_model()
-    miscounted = [
-        f"'{layer.name}' ran {recorded.calls.get(id(layer), 0)} times, expected "
-        f"{expected_calls[id(layer)]}"
-        for layer in tapped
-        if id(layer) in expected_calls
-        and recorded.calls.get(id(layer), 0) != expected_calls[id(layer)]
-    ]
-    missing = [e.path for i, e in enumerate(selected) if i not in results]
-    if missing or miscounted:
-        raise RuntimeError(
-            f"layers {', '.join(missing + miscounted)} of model '{model.name}': the "
-            "probe batch did not run them as the model's graph says"
-        )
-    return [results[i] for i in range(len(selected))]
+        tapped = [e.layer for e in selected if e.input_index is None]
+        with capture.recording(tapped, tap=tap) as recorded:
+            call_model()
+        miscounted = [
+            f"'{layer.name}' ran {recorded.calls.get(id(layer), 0)} times, expected "
+            f"{expected_calls[id(layer)]}"
+            for layer in tapped
+            if id(layer) in expected_calls
+            and recorded.calls.get(id(layer), 0) != expected_calls[id(layer)]
+        ]
+        missing = [e.path for i, e in enumerate(selected) if i not in results]
+        if missing or miscounted:
+            raise RuntimeError(
+                f"layers {', '.join(missing + miscounted)} of model '{self.model.name}': the "
+                "probe batch did not run them as the model's graph says"
+            )
+        return [results[i] for i in range(len(selected))]
 
 
 def build_step(
@@ -215,7 +216,7 @@ def writes_summaries(model: keras.Model) -> bool:
         return True
 
 
-def call_arguments(model: keras.Model) -> dict[str, Any]:
+def _call_arguments(model: keras.Model) -> dict[str, Any]:
     """``training=False`` if the model's ``call`` takes it (``stateless_call`` calls ``call`` itself)."""
     parameters = inspect.signature(model.call).parameters
     takes = "training" in parameters or any(
@@ -266,15 +267,8 @@ class _TensorFlowStep(Step):
                 return tf.nest.map_structure(tf.identity, output)
 
         def step(probe: Any, fixed_ranges: Any) -> list[tuple]:
-            return _tapped_forward(
-                self.model,
-                lambda: self.model(probe, training=False),
-                probe,
-                fixed_ranges,
-                self.selected,
-                summarize,
-                self.expected_calls,
-                after,
+            return self._forward(
+                lambda: self.model(probe, training=False), probe, fixed_ranges, summarize, after
             )
 
         self.function = step if eager else tf.function(step, reduce_retracing=True, autograph=False)
@@ -384,22 +378,14 @@ class _JaxStep(Step):
         self._device = jax.local_devices()[0]
         _local_values(self.model, self.model.variables, self._device)  # StepUnavailable now
         self.probe = jax.device_put(self.probe, self._device)
-        kwargs = call_arguments(self.model)
+        kwargs = _call_arguments(self.model)
 
         def step(trainable: list, non_trainable: list, probe: Any, fixed_ranges: Any) -> list:
             def call_model() -> Any:
                 return self.model.stateless_call(trainable, non_trainable, probe, **kwargs)
 
             with _no_distribution():
-                return _tapped_forward(
-                    self.model,
-                    call_model,
-                    probe,
-                    fixed_ranges,
-                    self.selected,
-                    self._summarize,
-                    self.expected_calls,
-                )
+                return self._forward(call_model, probe, fixed_ranges)
 
         self.function = jax.jit(step)
 
@@ -472,17 +458,18 @@ def local_weights(model: keras.Model) -> Iterator[None]:
         yield
 
 
-class _no_distribution:
+@contextlib.contextmanager
+def _no_distribution() -> Iterator[None]:
     """No ``keras.distribution`` while the step is traced and run: it runs on one device."""
-
-    def __enter__(self) -> None:
-        self._distribution = keras.distribution.distribution()
-        if self._distribution is not None:
-            keras.distribution.set_distribution(None)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._distribution is not None:
-            keras.distribution.set_distribution(self._distribution)
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 # -- PyTorch -------------------------------------------------------------------------
@@ -496,13 +483,7 @@ class _TorchStep(Step):
 
         with torch.no_grad():
             ranges = keras.ops.convert_to_tensor(fixed_ranges)
-            results = _tapped_forward(
-                self.model,
-                lambda: self.model(self.probe, training=False),
-                self.probe,
-                ranges,
-                self.selected,
-                self._summarize,
-                self.expected_calls,
+            results = self._forward(
+                lambda: self.model(self.probe, training=False), self.probe, ranges
             )
             return [tuple(keras.ops.convert_to_numpy(t) for t in result) for result in results]

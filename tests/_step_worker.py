@@ -34,16 +34,16 @@ from tbviz import ActivationLogger, steps  # noqa: E402
 
 EPOCHS = 3
 forward_passes = 0
-_tapped_forward = steps._tapped_forward
+_forward = steps.Step._forward
 
 
 def counted(*args, **kwargs):
     global forward_passes
     forward_passes += 1
-    return _tapped_forward(*args, **kwargs)
+    return _forward(*args, **kwargs)
 
 
-steps._tapped_forward = counted
+steps.Step._forward = counted
 
 
 class DirectMean(keras.callbacks.Callback):
