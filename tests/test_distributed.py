@@ -1,10 +1,12 @@
 """ActivationLogger in distributed training: tf.distribute's MirroredStrategy and
-MultiWorkerMirroredStrategy, and keras.distribution on JAX across two processes.
+MultiWorkerMirroredStrategy, keras.distribution on JAX across two processes, and
+two ranks of a torch.distributed group.
 
 Each run is a fresh Python process (tests/_multiworker_worker.py,
-tests/_jax_multiprocess_worker.py): splitting the CPU into logical devices must
-happen before TensorFlow initialises its devices, a multi-worker cluster needs
-one process per worker, and the JAX runs need KERAS_BACKEND=jax.
+tests/_jax_multiprocess_worker.py, tests/_torch_distributed_worker.py):
+splitting the CPU into logical devices must happen before TensorFlow
+initialises its devices, a multi-worker cluster needs one process per worker,
+and the JAX and PyTorch runs need their own KERAS_BACKEND.
 
 How close the pictures of a distributed run must be to a single-process
 run's: the runs start from the same weights and see the same samples in
@@ -23,6 +25,10 @@ TF_CONFIG themselves; a port found free may be taken by another process
 before a worker binds it (TensorFlow's gRPC server refuses to share it). The
 worker then fails at once with "Could not start gRPC server" while the other
 one waits for it: the cluster is stopped and started again on other ports.
+The same goes for the JAX coordinator's port, which process 0 binds ("Failed
+to add port to server"), and torch.distributed's, which rank 0 binds
+("EADDRINUSE"); each test takes the first attempt's port itself, so that the
+start-again path runs every time.
 """
 
 import json
@@ -42,6 +48,7 @@ from tbviz.pictures import LEVELS
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
 JAX_WORKER = os.path.join(os.path.dirname(__file__), "_jax_multiprocess_worker.py")
+TORCH_WORKER = os.path.join(os.path.dirname(__file__), "_torch_distributed_worker.py")
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
 # Picture sizes (width, height) for the worker's 16x16 input: conv_a 14x14x8 in a
 # 2x4 grid, pool_a 7x7x8 in 2x4, conv_b 5x5x4 in 2x2, gap 4 units in a 2x2 block.
@@ -51,6 +58,7 @@ TIMEOUT = 240
 RELATIVE = 1e-5  # how closely the runs agree: the losses' tolerance
 BIND_FAILURE = "Could not start gRPC server"
 JAX_BIND_FAILURE = "Failed to add port to server"
+TORCH_BIND_FAILURE = "EADDRINUSE"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -307,3 +315,39 @@ def test_jax_weights_sharded_across_processes_turn_logging_off(tmp_path):
     assert not second["active"] and not second["built"] and not second["warnings"]
     assert not any(run.rglob("events.out.tfevents.*"))
     assert len(first["loss"]) == 2 and np.isfinite(first["loss"]).all()
+
+
+@pytest.mark.slow
+def test_torch_only_rank_0_logs(tmp_path):
+    """Two ranks of a torch.distributed (gloo) group: rank 0 logs, rank 1 builds no step and writes nothing."""
+    with socket.socket() as taken:  # the first attempt's port is taken: the start-again path runs
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for attempt in range(3):
+            run = tmp_path / f"attempt{attempt}"
+            run.mkdir()
+            ranks = {
+                f"rank{i}": _start(
+                    "rank",
+                    run / f"rank{i}",
+                    run / f"rank{i}.json",
+                    worker=TORCH_WORKER,
+                    arguments=(port, i),
+                    backend="torch",
+                )
+                for i in range(2)
+            }
+            _wait(ranks)
+            if not any(TORCH_BIND_FAILURE in _output(p) for p in ranks.values() if p.returncode):
+                break
+            (port,) = _free_ports(1)
+    assert TORCH_BIND_FAILURE in (tmp_path / "attempt0" / "rank0.json.out").read_text()
+    _finish(ranks)
+    first, second = (json.loads((run / f"rank{i}.json").read_text()) for i in range(2))
+    assert first == {"rank": 0, "active": True, "built": True}
+    assert second == {"rank": 1, "active": False, "built": False}
+    assert not any((run / "rank1").rglob("*"))  # not one file, wherever
+    result = read_activations(run / "rank0")
+    assert not result.problems
+    assert [s.step for s in result.images[metadata.tag(metadata.IMAGE, "conv")]] == [0, 1]
