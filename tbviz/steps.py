@@ -171,8 +171,8 @@ def build_step(
         summaries: how each selected layer is summarised.
         expected_calls: how many times each tapped layer runs in one forward
             pass, by ``id(layer)``, as the model's graph says.
-        eager: run without compiling (TensorFlow: a model compiled with
-            ``run_eagerly=True``, which may not be traceable).
+        eager: run without compiling, for a model compiled with
+            ``run_eagerly=True`` (which may not be traceable). Defaults to `False`.
 
     Raises:
         StepUnavailable: the step cannot run here (JAX: weights sharded across
@@ -183,7 +183,7 @@ def build_step(
     if backend == "tensorflow":
         return _TensorFlowStep(*arguments, eager=eager)
     if backend == "jax":
-        return _JaxStep(*arguments)
+        return _JaxStep(*arguments, eager=eager)
     if backend == "torch":
         return _TorchStep(*arguments)
     raise StepUnavailable(
@@ -368,10 +368,11 @@ class _JaxStep(Step):
 
     Attributes:
         function: the jitted step, ``function(trainable, non_trainable, probe,
-            fixed_ranges)`` -> arrays on the device.
+            fixed_ranges)`` -> arrays on the device; not jitted for a model
+            compiled with ``run_eagerly=True``, as Keras' own step is not.
     """
 
-    def __init__(self, *arguments: Any) -> None:
+    def __init__(self, *arguments: Any, eager: bool) -> None:
         import jax
 
         super().__init__(*arguments)
@@ -387,7 +388,7 @@ class _JaxStep(Step):
             with _no_distribution():
                 return self._forward(call_model, probe, fixed_ranges)
 
-        self.function = jax.jit(step)
+        self.function = step if eager else jax.jit(step)
 
     def arguments(self, fixed_ranges: np.ndarray) -> tuple:
         """What `function` is called with: the weights' current values, the probe, the ranges."""
