@@ -17,6 +17,8 @@ pictured layer's output on the probe, computed directly; and the number of
 times the step's forward pass ran in Python (traced or eager) is counted.
 """
 
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import sys
@@ -25,7 +27,25 @@ backend, log_dir, result_path = sys.argv[1:4]
 os.environ["KERAS_BACKEND"] = backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if backend != "tensorflow":
-    sys.modules["tensorflow"] = None  # `import tensorflow` fails; find_spec says it is absent
+
+    class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """``import tensorflow`` fails as if it were not installed. (A finder that raises
+        instead would break ``importlib.util.find_spec``, which torch._dynamo calls for
+        TensorFlow on import; ``sys.modules["tensorflow"] = None`` would make Keras'
+        preprocessing layers, which look there, try to use it.)"""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                return importlib.machinery.ModuleSpec(name, self)
+            return None
+
+        def create_module(self, spec):
+            raise ModuleNotFoundError(f"No module named {spec.name!r} (blocked)", name=spec.name)
+
+        def exec_module(self, module):
+            raise AssertionError("not reached: create_module raises")
+
+    sys.meta_path.insert(0, _NoTensorFlow())
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -73,9 +93,7 @@ result = {}
 keras.utils.set_random_seed(0)
 sequential = keras.Sequential(
     [
-        # Not Rescaling: Keras' preprocessing layers use TensorFlow whenever "tensorflow" is
-        # in sys.modules, which is how it is blocked here.
-        keras.layers.Lambda(lambda t: t / 255, name="scale"),
+        keras.layers.Rescaling(1 / 255, name="scale"),
         keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
         keras.layers.GlobalAveragePooling2D(name="gap"),
         keras.layers.Dense(3, activation="softmax", name="head"),
@@ -101,6 +119,6 @@ forward_passes = 0
 train(model, scaled, y, logger, direct)
 result["submodel"] = {"means": direct.means, "forward_passes": forward_passes}
 
-result["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
+result["tensorflow_imported"] = "tensorflow" in sys.modules
 with open(result_path, "w") as f:
     json.dump(result, f)
