@@ -43,6 +43,7 @@ the 8-bit result.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,7 +260,7 @@ def area_weights(size: int, new_size: int) -> np.ndarray:
 
     Output pixel ``i`` covers ``[i * s, (i + 1) * s)`` of the input, ``s = size /
     new_size``, and is the mean of the input pixels weighted by how much of each
-    it covers (TensorFlow's ``area`` resizing, the same numbers on every backend).
+    it covers (TensorFlow's ``area`` resizing).
     """
     scale = size / new_size
     start = np.arange(new_size)[:, np.newaxis] * scale
@@ -268,18 +269,55 @@ def area_weights(size: int, new_size: int) -> np.ndarray:
     return (np.clip(overlap, 0.0, None) / scale).astype(np.float32)
 
 
-def downsample(images: Any, size: tuple[int, int]) -> Any:
+@functools.lru_cache(maxsize=256)
+def _area_taps(size: int, new_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`area_weights` as taps: ``(index, weight)``, each ``(taps, new_size)``, such that
+    output pixel ``i`` is ``sum_k weight[k, i] * input[index[k, i]]`` (a pixel covers
+    at most ``ceil(size / new_size) + 1`` input pixels)."""
+    weights = area_weights(size, new_size)
+    first = np.argmax(weights > 0, axis=1)
+    taps = int((weights > 0).sum(axis=1).max())
+    index = np.minimum(first[np.newaxis, :] + np.arange(taps)[:, np.newaxis], size - 1)
+    weight = np.take_along_axis(weights, index.T, axis=1).T
+    weight[first[np.newaxis, :] + np.arange(taps)[:, np.newaxis] >= size] = 0.0
+    return index.astype(np.int32), weight.astype(np.float32)
+
+
+def _shrink_axis(x: Any, axis: int, new_size: int) -> Any:
+    """Area-averages `axis` of float32 `x` down to `new_size` pixels (see `_area_taps`).
+
+    One gather of the few input pixels each output pixel covers and a
+    weighted sum: about as much work as reading the input once, where a
+    product with the dense `area_weights` matrix would multiply every
+    output pixel with every input pixel.
+    """
+    index, weight = _area_taps(x.shape[axis], new_size)
+    taps = index.shape[0]
+    gathered = ops.take(x, index.reshape(-1), axis=axis)  # (..., taps * new_size, ...)
+    shape = list(x.shape)
+    shape[axis : axis + 1] = [taps, new_size]
+    gathered = ops.reshape(gathered, shape)
+    weight_shape = [1] * len(shape)
+    weight_shape[axis : axis + 2] = [taps, new_size]
+    return ops.sum(gathered * weight.reshape(weight_shape), axis=axis)
+
+
+def downsample(images: Any, size: tuple[int, int], channels: int | None = None) -> Any:
     """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging.
 
-    Two small matrix products (see `area_weights`), one per axis that
-    shrinks; an axis that keeps its size is left alone.
+    The same numbers on every backend: TensorFlow's ``area`` resizing (see
+    `area_weights`), one axis at a time; an axis that keeps its size is left
+    alone. With `channels`, only the first `channels` of K are kept, cut
+    once the first axis has shrunk (a smaller copy than the whole output).
     """
-    images = ops.cast(images, "float32")
     (height, width), (new_height, new_width) = images.shape[1:3], size
+    images = ops.cast(images, "float32")
     if new_height != height:
-        images = ops.einsum("ih,bhwk->biwk", area_weights(height, new_height), images)
+        images = _shrink_axis(images, 1, new_height)
+    if channels is not None and channels < images.shape[3]:
+        images = images[..., :channels]
     if new_width != width:
-        images = ops.einsum("jw,biwk->bijk", area_weights(width, new_width), images)
+        images = _shrink_axis(images, 2, new_width)
     return images
 
 
@@ -330,11 +368,12 @@ def to_maps(
         limit = max_size or max(strip.shape[1:3])
         return downsample(strip, (min(strip.shape[1], limit), min(strip.shape[2], limit))), (1, 1)
     if rank == 4:  # one map per channel
-        x = x[:, :max_channels] if channels_first else x[..., :max_channels]
-        channels = x.shape[1] if channels_first else x.shape[3]
+        channels = min(x.shape[1] if channels_first else x.shape[3], max_channels)
         grid = grid_shape(channels)
         if not channels_first:
-            return shrink(x, grid), grid
+            size = tile_size(tuple(x.shape[1:3]), grid, max_size=max_size, padding=padding)
+            return downsample(x, size, channels=channels), grid
+        x = x[:, :channels]
         small = shrink(ops.reshape(x, [n * channels, x.shape[2], x.shape[3], 1]), grid)
         small = ops.reshape(small, [n, channels, small.shape[1], small.shape[2]])
         return ops.transpose(small, [0, 2, 3, 1]), grid

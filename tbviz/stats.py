@@ -88,7 +88,12 @@ def layer_statistics(
     # Each finite value's bin; the non-finite ones go to an extra bin, dropped.
     bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
     bin_of = ops.cast(ops.where(finite, bin_of, bins), "int32")
-    counts = ops.segment_sum(ops.ones_like(values), bin_of, num_segments=bins + 1)[:bins]
+    # Counted by comparison with each bin number: on every backend, inside a jit too, and
+    # faster than a segment sum's scattered adds on a CPU.
+    counts = ops.sum(
+        ops.cast(bin_of[np.newaxis, :] == np.arange(bins, dtype=np.int32)[:, np.newaxis], "float32"),
+        axis=1,
+    )
     zero_fraction = ops.mean(ops.cast(ops.equal(values, 0.0), "float32"))
     edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
     histogram = ops.stack([edges[:-1], edges[1:], counts], axis=1)
