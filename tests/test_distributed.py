@@ -38,6 +38,8 @@ from conftest import pictures_at, read_activations
 from tbviz import metadata
 from tbviz.pictures import LEVELS
 
+pytestmark = pytest.mark.tensorflow_only  # tf.distribute strategies: TensorFlow's own (conftest.py)
+
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
 # Picture sizes (width, height) for the worker's 16x16 input: conv_a 14x14x8 in a

@@ -188,6 +188,7 @@ def test_nan_activations_are_marked_and_training_goes_on(tmp_path, data, stats):
         assert np.isfinite(result.scalars["mean/linear"][0][1])  # statistics skip the NaN
 
 
+@pytest.mark.tensorflow_only
 def test_side_by_side_with_keras_tensorboard(tmp_path, data):
     """Beside keras.callbacks.TensorBoard(update_freq=1) in the same log_dir, no image is lost."""
     x, y, probe = data

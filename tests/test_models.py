@@ -25,7 +25,6 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import pictures_at, read_activations
 
 from tbviz import ActivationLogger, capture, metadata
@@ -370,6 +369,7 @@ def test_channels_first_is_read_from_the_layers(tmp_path, rank):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_missing_nchw_kernel_is_a_clear_warning(tmp_path):
     """Where TensorFlow has no NCHW kernel (oneDNN off), a channels_first model trained under XLA trains on, with one warning naming the layer and why."""
     result_path = tmp_path / "result.json"
@@ -659,7 +659,8 @@ def test_capture_restores_calls_when_the_model_fails(images12):
     model(probe)
     layers = layer_selection.sublayers(model, recursive=True)
     # 3x3 inputs: stem and block run, then tail/inner_conv's 3x3 kernel meets a 1x1 map.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="output size would be negative"):
+    # Each backend words the failure its own way; Keras says where it happened.
+    with pytest.raises(Exception, match=r"when calling Conv2D\.call\(\)"):
         capture.run(model, layers, np.zeros((2, 3, 3, 3), np.float32))
     assert all("call" not in vars(layer) for layer in layers)
     recorded = capture.run(model, layers, probe)
@@ -681,7 +682,10 @@ def two_input_model(dict_inputs):
     return model
 
 
-@pytest.mark.parametrize("kind", ["list", "dict_by_input_name", "dict_model", "dataset"])
+@pytest.mark.parametrize(
+    "kind",
+    ["list", "dict_by_input_name", "dict_model", pytest.param("dataset", marks=pytest.mark.tensorflow_only)],
+)
 def test_multi_input_probes(tmp_path, images12, kind):
     """A two-input model (list or dict inputs) takes a list, a dict or a tf.data.Dataset of probes."""
     x, y, _ = images12
@@ -689,12 +693,16 @@ def test_multi_input_probes(tmp_path, images12, kind):
     dict_inputs = kind in ("dict_model", "dataset")
     model = two_input_model(dict_inputs)
     data = {"image": x, "meta": meta} if dict_inputs else [x, meta]
-    probe = {
-        "list": [x[:2], meta[:2]],
-        "dict_by_input_name": {"image": x[:2], "meta": meta[:2]},
-        "dict_model": {"meta": meta[:2], "image": x[:2]},
-        "dataset": tf.data.Dataset.from_tensor_slices(({"image": x, "meta": meta}, y)).batch(2),
-    }[kind]
+    if kind == "dataset":
+        import tensorflow as tf
+
+        probe = tf.data.Dataset.from_tensor_slices(({"image": x, "meta": meta}, y)).batch(2)
+    else:
+        probe = {
+            "list": [x[:2], meta[:2]],
+            "dict_by_input_name": {"image": x[:2], "meta": meta[:2]},
+            "dict_model": {"meta": meta[:2], "image": x[:2]},
+        }[kind]
     logger = ActivationLogger(
         probe, log_dir=tmp_path / kind, layers=["conv", "meta_dense", "merge"], **GRAY
     )
@@ -709,8 +717,11 @@ def test_multi_input_probes(tmp_path, images12, kind):
         assert_monotone(picture[:, :, 0], values[n].reshape(2, 3), f"sample {n}")
 
 
+@pytest.mark.tensorflow_only
 def test_dataset_probe_is_one_batch_taken_once(tmp_path, images12):
     """A tf.data.Dataset probe is read once, when the logger is made: every epoch pictures that same first batch."""
+    import tensorflow as tf
+
     x, y, _ = images12
     passes = []
 

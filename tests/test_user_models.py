@@ -12,7 +12,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import pictures_at, read_activations
 from test_models import GRAY, assert_monotone, batches_until_refused, fit
 
@@ -129,7 +128,9 @@ class GAN(keras.Model):
         self.g_optimizer = keras.optimizers.Adam(1e-3)
         self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
 
-    def train_step(self, real):
+    def train_step(self, real):  # TensorFlow's way: the GAN test is tensorflow_only
+        import tensorflow as tf
+
         batch = tf.shape(real)[0]
         noise = keras.random.normal((batch, LATENT), seed=self.seed)
         fake = self.generator(noise)
@@ -153,6 +154,7 @@ class GAN(keras.Model):
         return self._seed
 
 
+@pytest.mark.tensorflow_only
 def test_gan_generator_is_pictured_with_model_argument(tmp_path):
     """ActivationLogger(latent, model=gan.generator) on gan.fit(): the generator's layers, on the latent probe."""
     keras.utils.set_random_seed(0)
@@ -323,6 +325,7 @@ def test_large_probe_is_cut_with_a_warning(tmp_path, images16):
 # -- the lost-file warning ---------------------------------------------------------------------
 
 
+@pytest.mark.backend_independent
 def test_lost_event_file_message_names_the_file(tmp_path):
     """When the event file is gone after a write, the error names that file (not None)."""
     writer = LayerSummaryWriter(str(tmp_path))
