@@ -11,21 +11,20 @@ the host. The definition is `tbviz.metadata`'s (``change/<layer>``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import tensorflow as tf
 
 from tbviz import metadata
+from tbviz.pictures import downsample
 
 _TINY = 1e-12
 
 
-def coarse(maps: tf.Tensor) -> tf.Tensor:
+def coarse(maps: Any) -> Any:
     """Shrinks float maps ``(N, h, w, M)`` by area averaging to at most ``COARSE_SIZE`` a side."""
     h, w = maps.shape[1], maps.shape[2]
-    size = (min(h, metadata.COARSE_SIZE), min(w, metadata.COARSE_SIZE))
-    if (h, w) == size:
-        return tf.cast(maps, tf.float32)
-    return tf.cast(tf.image.resize(maps, size, method="area"), tf.float32)
+    return downsample(maps, (min(h, metadata.COARSE_SIZE), min(w, metadata.COARSE_SIZE)))
 
 
 def relative_change(current: np.ndarray, previous: np.ndarray) -> float | None:

@@ -1,8 +1,10 @@
 """How one layer's output becomes one picture per probe sample.
 
-Pure numerics, no Keras: every function takes and returns tensors (NumPy
-arrays work too), runs eagerly or inside a ``tf.function``, and never modifies
-its input. The pipeline, in `render`:
+Pure numerics in ``keras.ops``, one implementation for every backend: every
+function takes and returns tensors of the backend Keras runs on (NumPy arrays
+work too), runs eagerly or inside the backend's compiled step (a
+``tf.function``, a ``jax.jit``), and never modifies its input. Shapes must be
+known. The pipeline, in `render`:
 
 1. `to_maps`: the output of any supported rank becomes a stack of 2-D maps,
    channels last, ``(N, h, w, M)``, and a grid shape ``(rows, cols)``:
@@ -34,22 +36,19 @@ encoding time of RGB PNGs; TensorBoard and every PNG reader show them as the
 same colours.
 
 Memory: maps stay channels last, the layout of the layer's output, until
-they are 8-bit, so a layer that needs no shrinking is normalised straight
-from its output. Beyond the maps themselves, `render` then needs one float
-copy of them at a time (for a per-map percentile range, then for
-normalising) plus the 8-bit result; maps that are not much smaller than the
-output are done one probe sample at a time, so that copy is one sample's.
+they are 8-bit. Beyond the maps themselves, `render` needs one float copy of
+them at a time (for a per-map percentile range, then for normalising) plus
+the 8-bit result.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 # The palette layout is part of the on-disk contract (`tbviz.metadata`).
 from tbviz.metadata import LEVELS, NONFINITE_COLOR, NONFINITE_INDEX, SEPARATOR_INDEX
@@ -255,30 +254,52 @@ def fit_pixel_budget(
     return at(low, channels)
 
 
-def downsample(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging."""
-    if tuple(images.shape[1:3]) != tuple(size):
-        images = tf.image.resize(images, size, method="area")
-    return tf.cast(images, tf.float32)
+def area_weights(size: int, new_size: int) -> np.ndarray:
+    """The ``(new_size, size)`` matrix that shrinks an axis of `size` pixels by area averaging.
+
+    Output pixel ``i`` covers ``[i * s, (i + 1) * s)`` of the input, ``s = size /
+    new_size``, and is the mean of the input pixels weighted by how much of each
+    it covers (TensorFlow's ``area`` resizing, the same numbers on every backend).
+    """
+    scale = size / new_size
+    start = np.arange(new_size)[:, np.newaxis] * scale
+    pixel = np.arange(size)[np.newaxis, :]
+    overlap = np.minimum(start + scale, pixel + 1) - np.maximum(start, pixel)
+    return (np.clip(overlap, 0.0, None) / scale).astype(np.float32)
+
+
+def downsample(images: Any, size: tuple[int, int]) -> Any:
+    """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging.
+
+    Two small matrix products (see `area_weights`), one per axis that
+    shrinks; an axis that keeps its size is left alone.
+    """
+    images = ops.cast(images, "float32")
+    (height, width), (new_height, new_width) = images.shape[1:3], size
+    if new_height != height:
+        images = ops.einsum("ih,bhwk->biwk", area_weights(height, new_height), images)
+    if new_width != width:
+        images = ops.einsum("jw,biwk->bijk", area_weights(width, new_width), images)
+    return images
 
 
 def to_maps(
-    x: tf.Tensor,
+    x: Any,
     *,
     channels_first: bool = False,
     max_channels: int = 64,
     max_size: int | None = None,
     padding: int = 1,
-) -> tuple[tf.Tensor, tuple[int, int]]:
+) -> tuple[Any, tuple[int, int]]:
     """Turns a layer output of rank 2 to 5 into float32 maps ``(N, h, w, M)`` and a grid shape.
 
     Map ``m`` is ``maps[:, :, :, m]``, for grid cell ``divmod(m, cols)``.
-    Maps are shrunk (see `tile_size`) *before* any transpose or cast, so no
-    full-size copy of a large activation is ever made; a channels-last
-    output that needs no shrinking is returned as it is.
+    Channels past `max_channels` are dropped first and maps are shrunk (see
+    `tile_size`) before any transpose, so no full-size copy of a large
+    activation is made beyond the float32 one a float16 output needs.
 
     Args:
-        x: the layer's output for N probe samples (float16 is fine).
+        x: the layer's output for N probe samples, of a known shape (float16 is fine).
         channels_first: the layer's ``data_format`` is ``channels_first``.
             Defaults to `False`.
         max_channels: at most this many channels are kept (the first ones).
@@ -288,22 +309,23 @@ def to_maps(
             Defaults to `None`.
         padding: separator width the grid will get. Defaults to `1`.
     """
-    x = tf.convert_to_tensor(x)
-    if x.dtype not in (tf.float16, tf.float32, tf.float64):
-        x = tf.cast(x, tf.float32)  # integers and bfloat16, which area resizing does not take
-    rank = x.shape.rank
+    x = ops.convert_to_tensor(x)
+    rank = len(x.shape)
     if rank not in (2, 3, 4, 5):
-        raise ValueError(f"Expected a layer output of rank 2 to 5. Received: shape={x.shape}")
-    n = tf.shape(x)[0]
+        raise ValueError(f"Expected a layer output of rank 2 to 5. Received: shape={tuple(x.shape)}")
+    if None in tuple(x.shape):
+        raise ValueError(f"Expected a layer output of known shape. Received: shape={tuple(x.shape)}")
+    n = x.shape[0]
 
-    def shrink(images: tf.Tensor, grid: tuple[int, int]) -> tf.Tensor:
+    def shrink(images: Any, grid: tuple[int, int]) -> Any:
         return downsample(images, tile_size(tuple(images.shape[1:3]), grid, max_size=max_size, padding=padding))
 
     if rank == 2:  # (N, units): one block of unit intensities
         rows, cols = block_shape(x.shape[1])
-        return shrink(tf.reshape(x, [-1, rows, cols, 1]), (1, 1)), (1, 1)
+        return shrink(ops.reshape(x, [n, rows, cols, 1]), (1, 1)), (1, 1)
     if rank == 3:  # (N, T, C): one heat strip, channels down, time across
-        strip = x[..., tf.newaxis] if channels_first else tf.transpose(x, [0, 2, 1])[..., tf.newaxis]
+        strip = x if channels_first else ops.transpose(x, [0, 2, 1])
+        strip = ops.expand_dims(strip, -1)
         # Each axis shrinks on its own: a long sequence must not squeeze its channels away.
         limit = max_size or max(strip.shape[1:3])
         return downsample(strip, (min(strip.shape[1], limit), min(strip.shape[2], limit))), (1, 1)
@@ -313,9 +335,9 @@ def to_maps(
         grid = grid_shape(channels)
         if not channels_first:
             return shrink(x, grid), grid
-        small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], 1]), grid)  # (N*C, h, w, 1)
-        small = tf.reshape(small, [n, channels, small.shape[1], small.shape[2]])
-        return tf.transpose(small, [0, 2, 3, 1]), grid
+        small = shrink(ops.reshape(x, [n * channels, x.shape[2], x.shape[3], 1]), grid)
+        small = ops.reshape(small, [n, channels, small.shape[1], small.shape[2]])
+        return ops.transpose(small, [0, 2, 3, 1]), grid
     # rank 5: one row per channel, one column per depth slice
     depth = x.shape[2] if channels_first else x.shape[1]
     keep = max(1, max_channels // depth)
@@ -323,22 +345,22 @@ def to_maps(
     channels = x.shape[1] if channels_first else x.shape[4]
     grid = (channels, depth)
     if channels_first:  # (N, C, D, H, W)
-        small = shrink(tf.reshape(x, [-1, x.shape[3], x.shape[4], 1]), grid)  # (N*C*D, h, w, 1)
-        small = tf.reshape(small, [n, channels * depth, small.shape[1], small.shape[2]])
-        return tf.transpose(small, [0, 2, 3, 1]), grid
-    small = shrink(tf.reshape(x, [-1, x.shape[2], x.shape[3], channels]), grid)  # (N*D, h, w, C)
-    small = tf.reshape(small, [n, depth, small.shape[1], small.shape[2], channels])
-    small = tf.transpose(small, [0, 2, 3, 4, 1])  # (N, h, w, C, D): map c * D + d
-    return tf.reshape(small, [n, small.shape[1], small.shape[2], channels * depth]), grid
+        small = shrink(ops.reshape(x, [n * channels * depth, x.shape[3], x.shape[4], 1]), grid)
+        small = ops.reshape(small, [n, channels * depth, small.shape[1], small.shape[2]])
+        return ops.transpose(small, [0, 2, 3, 1]), grid
+    small = shrink(ops.reshape(x, [n * depth, x.shape[2], x.shape[3], channels]), grid)
+    small = ops.reshape(small, [n, depth, small.shape[1], small.shape[2], channels])
+    small = ops.transpose(small, [0, 2, 3, 4, 1])  # (N, h, w, C, D): map c * D + d
+    return ops.reshape(small, [n, small.shape[1], small.shape[2], channels * depth]), grid
 
 
 def _rank(q: float, count: int) -> int:
-    """The nearest rank of quantile `q` among `count` sorted values, rounded as `tf.round` does."""
+    """The nearest rank of quantile `q` among `count` sorted values, rounded half to even as every backend's ``round`` does."""
     return int(np.round(np.float32(q) * np.float32(max(count - 1, 0))))
 
 
-def _quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """Nearest-rank quantiles of each row of ``(B, K)`` with K known and every value finite.
+def _quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
+    """Nearest-rank quantiles of each row of ``(B, K)``, every value finite.
 
     Only the few values beyond each quantile are ranked (``top_k``), so no
     sorted copy of the rows is made.
@@ -346,72 +368,65 @@ def _quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.
     count = rows.shape[-1]
     lo_rank, hi_rank = _rank(low, count), _rank(high, count)
     if hi_rank == count - 1:
-        hi = tf.reduce_max(rows, axis=-1)
+        hi = ops.max(rows, axis=-1)
     else:  # the (count - hi_rank)-th largest
-        hi = tf.math.top_k(rows, k=count - hi_rank, sorted=True).values[:, -1]
+        hi = ops.top_k(rows, count - hi_rank, sorted=True)[0][:, -1]
     if lo_rank == 0:
-        return tf.reduce_min(rows, axis=-1), hi
-    # The (lo_rank + 1)-th smallest; negated after `hi` is known, so that (in a graph)
-    # the negation can take over the buffer of `rows` instead of making another copy.
-    with tf.control_dependencies([hi]):
-        negated = -rows
-    return -tf.math.top_k(negated, k=lo_rank + 1, sorted=True).values[:, -1], hi
+        return ops.min(rows, axis=-1), hi
+    # The (lo_rank + 1)-th smallest.
+    return -ops.top_k(-rows, lo_rank + 1, sorted=True)[0][:, -1], hi
 
 
-def _all_finite(x: tf.Tensor) -> tf.Tensor:
+def _all_finite(x: Any) -> Any:
     """True when `x` has no NaN/Inf: one sum, no copy (an overflowing sum says False: harmless)."""
-    return tf.math.is_finite(tf.reduce_sum(x))
+    return ops.all(ops.isfinite(ops.sum(ops.cast(x, "float32"))))
 
 
-def _finite_min_max(x: tf.Tensor, axis: Any) -> tuple[tf.Tensor, tf.Tensor]:
+def _finite_min_max(x: Any, axis: Any) -> tuple[Any, Any]:
     """Min and max of the finite values of `x` along `axis`; (0, 0) where there are none."""
 
-    def careful() -> tuple[tf.Tensor, tf.Tensor]:
-        finite = tf.math.is_finite(x)
-        empty = tf.logical_not(tf.reduce_any(finite, axis=axis))
-        lo = tf.reduce_min(tf.where(finite, x, np.inf), axis=axis)
-        hi = tf.reduce_max(tf.where(finite, x, -np.inf), axis=axis)
-        return tf.where(empty, 0.0, lo), tf.where(empty, 0.0, hi)
+    def careful() -> tuple[Any, Any]:
+        finite = ops.isfinite(x)
+        empty = ops.logical_not(ops.any(finite, axis=axis))
+        lo = ops.min(ops.where(finite, x, np.inf), axis=axis)
+        hi = ops.max(ops.where(finite, x, -np.inf), axis=axis)
+        return ops.where(empty, 0.0, lo), ops.where(empty, 0.0, hi)
 
-    return tf.cond(
-        _all_finite(x),
-        lambda: (tf.reduce_min(x, axis=axis), tf.reduce_max(x, axis=axis)),
-        careful,
+    return ops.cond(
+        _all_finite(x), lambda: (ops.min(x, axis=axis), ops.max(x, axis=axis)), careful
     )
 
 
-def _finite_quantiles(rows: tf.Tensor, low: float, high: float) -> tuple[tf.Tensor, tf.Tensor]:
+def _finite_quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
     """Nearest-rank quantiles of the finite values of each row of ``(B, K)``.
 
     Rows with no finite value give (0, 0). When every value is finite (the
-    usual case) and K is known, `_quantiles` ranks only what it needs;
-    otherwise the finite values of each row are sorted.
+    usual case) `_quantiles` ranks only what it needs; otherwise the finite
+    values of each row are sorted.
     """
     if low == 0.0 and high == 1.0:
         return _finite_min_max(rows, axis=-1)
 
-    def sorted_quantiles() -> tuple[tf.Tensor, tf.Tensor]:
-        finite = tf.math.is_finite(rows)
-        count = tf.reduce_sum(tf.cast(finite, tf.int32), axis=-1)
-        ordered = tf.sort(tf.where(finite, rows, np.inf), axis=-1)
-        last = tf.cast(tf.maximum(count - 1, 0), tf.float32)
+    def sorted_quantiles() -> tuple[Any, Any]:
+        finite = ops.isfinite(rows)
+        count = ops.sum(ops.cast(finite, "int32"), axis=-1)
+        ordered = ops.sort(ops.where(finite, rows, np.inf), axis=-1)
+        last = ops.cast(ops.maximum(count - 1, 0), "float32")
 
-        def at(q: float) -> tf.Tensor:
-            index = tf.cast(tf.round(q * last), tf.int32)
-            return tf.gather(ordered, index[:, tf.newaxis], batch_dims=1)[:, 0]
+        def at(q: float) -> Any:
+            index = ops.cast(ops.round(q * last), "int32")
+            return ops.take_along_axis(ordered, index[:, np.newaxis], axis=1)[:, 0]
 
         empty = count == 0
-        return tf.where(empty, 0.0, at(low)), tf.where(empty, 0.0, at(high))
+        return ops.where(empty, 0.0, at(low)), ops.where(empty, 0.0, at(high))
 
-    if not rows.shape[-1]:  # unknown length (or no values at all): the general way
-        return sorted_quantiles()
-    return tf.cond(_all_finite(rows), lambda: _quantiles(rows, low, high), sorted_quantiles)
+    return ops.cond(_all_finite(rows), lambda: _quantiles(rows, low, high), sorted_quantiles)
 
 
 def value_range(
-    maps: tf.Tensor, *, per_map: bool, clip_percentile: float = 0.0, symmetric: bool = False
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Returns ``(lo, hi)`` broadcastable against maps ``(N, h, w, M)``.
+    maps: Any, *, per_map: bool, clip_percentile: float = 0.0, symmetric: bool = False
+) -> tuple[Any, Any]:
+    """Returns float32 ``(lo, hi)`` broadcastable against maps ``(N, h, w, M)``.
 
     A per-map range ranks each map's values in a transposed copy of the maps,
     freed as soon as the range is known.
@@ -424,32 +439,31 @@ def value_range(
         symmetric: widen the range to ``[-m, m]``, ``m = max(|lo|, |hi|)``, so
             that 0 sits in the middle of a diverging colour map. Defaults to `False`.
     """
-    maps = tf.convert_to_tensor(maps)
+    maps = ops.cast(maps, "float32")
     low, high = clip_percentile / 100.0, 1.0 - clip_percentile / 100.0
-    n, m = tf.shape(maps)[0], tf.shape(maps)[3]
+    n, h, w, m = maps.shape
     if per_map and clip_percentile == 0.0:  # min and max of each map: no copy needed
-        lo, hi = _finite_min_max(maps, axis=[1, 2])
+        lo, hi = _finite_min_max(maps, axis=(1, 2))
     elif per_map:  # each map's values in a row, to rank them
-        length = maps.shape[1] * maps.shape[2] if maps.shape[1:3].is_fully_defined() else -1
-        rows = tf.reshape(tf.transpose(maps, [0, 3, 1, 2]), [n * m, length])
+        rows = ops.reshape(ops.transpose(maps, [0, 3, 1, 2]), [n * m, h * w])
         lo, hi = _finite_quantiles(rows, low, high)
     else:
-        lo, hi = _finite_quantiles(tf.reshape(maps, [1, -1]), low, high)
+        lo, hi = _finite_quantiles(ops.reshape(maps, [1, -1]), low, high)
     if symmetric:
-        hi = tf.maximum(tf.abs(lo), tf.abs(hi))
+        hi = ops.maximum(ops.abs(lo), ops.abs(hi))
         lo = -hi
     shape = [n, 1, 1, m] if per_map else [1, 1, 1, 1]
-    return tf.reshape(lo, shape), tf.reshape(hi, shape)
+    return ops.reshape(lo, shape), ops.reshape(hi, shape)
 
 
-def normalize(maps: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
+def normalize(maps: Any, lo: Any, hi: Any) -> Any:
     """Maps ``[lo, hi]`` to ``[0, 1]``; ``lo == hi`` gives 0, not NaN.
 
     Values beyond the range go beyond [0, 1] (`quantize` clips them) and
     NaN/Inf stay non-finite (`quantize` marks them), so that this is one
     copy of the maps and no more.
     """
-    return (maps - lo) / tf.maximum(hi - lo, _EPSILON)
+    return (maps - lo) / ops.maximum(hi - lo, _EPSILON)
 
 
 def palette(name: str) -> np.ndarray:
@@ -476,37 +490,37 @@ def palette(name: str) -> np.ndarray:
     return np.concatenate([levels, [SEPARATOR_COLOR, NONFINITE_COLOR]]).astype(np.uint8)
 
 
-def quantize(unit: tf.Tensor) -> tf.Tensor:
+def quantize(unit: Any) -> Any:
     """[0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`.
 
     Values below 0 or above 1 get the first or last level.
     """
-    level = tf.floor(unit * (LEVELS - 1) + 0.5)
-    finite = tf.math.is_finite(level)
-    # Clipping reads `level` last, so it can overwrite it instead of making a copy.
-    with tf.control_dependencies([finite]):
-        level = tf.clip_by_value(level, 0.0, LEVELS - 1.0)
-    return tf.cast(tf.where(finite, level, float(NONFINITE_INDEX)), tf.uint8)
+    level = ops.floor(unit * (LEVELS - 1) + 0.5)
+    level = ops.where(ops.isfinite(level), ops.clip(level, 0.0, LEVELS - 1.0), NONFINITE_INDEX)
+    return ops.cast(level, "uint8")
 
 
-def tile(indices: tf.Tensor, grid: tuple[int, int], *, padding: int = 1) -> tf.Tensor:
+def tile(indices: Any, grid: tuple[int, int], *, padding: int = 1) -> Any:
     """Lays out maps ``(N, h, w, M)`` in a ``rows x cols`` grid -> ``(N, H, W)``.
 
     ``H = rows * h + (rows - 1) * padding``; separators and cells past M get
     `SEPARATOR_INDEX`.
     """
-    rows, cols = grid
-    n, h, w, m = (tf.shape(indices)[i] for i in range(4))
-    fill = tf.constant(SEPARATOR_INDEX, indices.dtype)
-    cells = tf.transpose(indices, [0, 3, 1, 2])  # (N, M, h, w): 8-bit, so the copy is small
-    cells = tf.concat([cells, tf.fill([n, rows * cols - m, h, w], fill)], axis=1)
-    cells = tf.reshape(cells, [n, rows, cols, h, w])
+    (rows, cols), (n, h, w, m) = grid, indices.shape
+
+    def fill(*shape: int) -> Any:
+        return ops.full(shape, SEPARATOR_INDEX, dtype=indices.dtype)
+
+    cells = ops.transpose(indices, [0, 3, 1, 2])  # (N, M, h, w): 8-bit, so the copy is small
+    if rows * cols > m:
+        cells = ops.concatenate([cells, fill(n, rows * cols - m, h, w)], axis=1)
+    cells = ops.reshape(cells, [n, rows, cols, h, w])
     if padding:
         # Each cell gets a separator band below and to its right; the last ones are cut off.
-        cells = tf.concat([cells, tf.fill([n, rows, cols, padding, w], fill)], axis=3)
-        cells = tf.concat([cells, tf.fill([n, rows, cols, h + padding, padding], fill)], axis=4)
-    cells = tf.transpose(cells, [0, 1, 3, 2, 4])
-    image = tf.reshape(cells, [n, rows * (h + padding), cols * (w + padding)])
+        cells = ops.concatenate([cells, fill(n, rows, cols, padding, w)], axis=3)
+        cells = ops.concatenate([cells, fill(n, rows, cols, h + padding, padding)], axis=4)
+    cells = ops.transpose(cells, [0, 1, 3, 2, 4])
+    image = ops.reshape(cells, [n, rows * (h + padding), cols * (w + padding)])
     return image[:, : rows * (h + padding) - padding, : cols * (w + padding) - padding]
 
 
@@ -545,30 +559,14 @@ class PictureOptions:
         object.__setattr__(self, "palette", palette(self.cmap))
 
 
-def _one_sample_at_a_time(fn: Any, maps: tf.Tensor, dtypes: tuple) -> tuple[tf.Tensor, ...]:
-    """``fn`` on ``maps[i]`` for each sample in turn, its results stacked.
-
-    So that the float copies `fn` makes are one sample's, never the whole
-    batch's. (``tf.map_fn`` would first copy all of `maps` into a list.)
-    """
-    n = tf.shape(maps)[0]
-    results = tuple(tf.TensorArray(dtype, size=n) for dtype in dtypes)
-
-    def body(i: tf.Tensor, results: tuple) -> tuple:
-        return i + 1, tuple(r.write(i, v) for r, v in zip(results, fn(maps[i]), strict=True))
-
-    _, results = tf.while_loop(lambda i, _: i < n, body, (0, results), parallel_iterations=1)
-    return tuple(r.stack() for r in results)
-
-
 def render(
-    x: tf.Tensor,
+    x: Any,
     options: PictureOptions,
     *,
     channels_first: bool = False,
-    fixed_range: tuple[tf.Tensor, tf.Tensor] | None = None,
+    fixed_range: tuple[Any, Any] | None = None,
     with_coarse: bool = False,
-) -> tuple[tf.Tensor, ...]:
+) -> tuple[Any, ...]:
     """Turns one layer output into pictures ``(N, H, W)`` of uint8 `options.palette` indices.
 
     Returns ``(pictures, lo, hi)``; ``lo``/``hi`` are the value range used.
@@ -585,34 +583,17 @@ def render(
         max_size=options.max_size,
         padding=options.padding,
     )
-    per_map = options.normalize == "map"
-    measure = functools.partial(
-        value_range, clip_percentile=options.clip_percentile, symmetric=options.symmetric
+    lo, hi = value_range(
+        maps,
+        per_map=options.normalize == "map",
+        clip_percentile=options.clip_percentile,
+        symmetric=options.symmetric,
     )
-    if not per_map:
-        lo, hi = measure(maps, per_map=False)
-        if options.normalize == "fixed" and fixed_range is not None:
-            fixed_lo, fixed_hi = (tf.cast(v, tf.float32) for v in fixed_range)
-            known = tf.math.is_finite(fixed_lo) & tf.math.is_finite(fixed_hi)
-            lo, hi = tf.where(known, fixed_lo, lo), tf.where(known, fixed_hi, hi)
-
-    def levels(maps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Maps ``(n, h, w, M)`` to 8-bit levels, with the range used."""
-        maps_lo, maps_hi = measure(maps, per_map=True) if per_map else (lo, hi)
-        return quantize(normalize(maps, maps_lo, maps_hi)), maps_lo, maps_hi
-
-    # Normalising makes one float copy of the maps. Maps shrunk to under half the size
-    # of the output are done all at once; larger ones one sample at a time.
-    size, full = maps.shape.num_elements(), tf.TensorShape(x.shape).num_elements()
-    if size is not None and full is not None and 2 * size < full:
-        indices, lo, hi = levels(maps)
-    else:
-        indices, lo, hi = _one_sample_at_a_time(
-            lambda sample: [v[0] for v in levels(sample[tf.newaxis])],
-            maps,
-            (tf.uint8, tf.float32, tf.float32),
-        )
-    pictures = tile(indices, grid, padding=options.padding)
+    if options.normalize == "fixed" and fixed_range is not None:
+        fixed_lo, fixed_hi = (ops.cast(v, "float32") for v in fixed_range)
+        known = ops.logical_and(ops.isfinite(fixed_lo), ops.isfinite(fixed_hi))
+        lo, hi = ops.where(known, fixed_lo, lo), ops.where(known, fixed_hi, hi)
+    pictures = tile(quantize(normalize(maps, lo, hi)), grid, padding=options.padding)
     if with_coarse:
         from tbviz.change import coarse
 

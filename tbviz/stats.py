@@ -1,4 +1,6 @@
-"""Per-layer statistics logged beside the pictures: small tensors, computed in-graph.
+"""Per-layer statistics logged beside the pictures: small tensors, computed in the step.
+
+In ``keras.ops``, like `tbviz.pictures`: the same numbers on every backend.
 
 Exact for a layer of up to `MAX_VALUES` (65,536) activations over the probe
 batch. A larger layer is summarised from an evenly strided sample of at most
@@ -14,8 +16,11 @@ covers every activation."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import tensorflow as tf
+import keras
+import numpy as np
+from keras import ops
 
 HISTOGRAM_BINS = 30
 MAX_VALUES = 2**16
@@ -34,67 +39,63 @@ def sample_stride(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
     return stride
 
 
-def count_nonfinite(x: tf.Tensor) -> tf.Tensor:
+def count_nonfinite(x: Any) -> Any:
     """The number of NaN/Inf values in `x`, as float32.
 
     One reduction, without a copy, when there are none (a NaN or Inf makes
     a float32 sum non-finite; other float types are checked value by value,
     a float16 sum overflows too easily); only then are they counted.
     """
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        return tf.constant(0.0)
-    if x.dtype == tf.float32:
-        clean = tf.math.is_finite(tf.reduce_sum(x))
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if "float" not in dtype:
+        return ops.zeros((), "float32")
+    if dtype == "float32":
+        clean = ops.all(ops.isfinite(ops.sum(x)))
     else:
-        clean = tf.reduce_all(tf.math.is_finite(x))
-    return tf.cond(
+        clean = ops.all(ops.isfinite(x))
+    return ops.cond(
         clean,
-        lambda: tf.constant(0.0),
-        lambda: tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(x)), tf.float32)),
+        lambda: ops.zeros((), "float32"),
+        lambda: ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "float32")),
     )
 
 
 def layer_statistics(
-    x: tf.Tensor, *, bins: int = HISTOGRAM_BINS, max_values: int = MAX_VALUES
-) -> dict[str, tf.Tensor]:
+    x: Any, *, bins: int = HISTOGRAM_BINS, max_values: int = MAX_VALUES
+) -> dict[str, Any]:
     """Summarises one layer's output over all probe samples (see the module doc).
 
     Returns float32 scalars ``mean``, ``std``, ``zero_fraction`` (the share of
     values exactly 0: dead ReLUs), ``nonfinite`` (count of NaN/Inf values), and
     ``histogram``: ``(bins, 3)`` rows of ``[left edge, right edge, count]``
-    over the finite values, the layout TensorBoard's histogram plugin stores.
+    over the finite values, the layout TensorBoard's histogram plugin stores
+    (a value at or past an end is counted in the end bin).
     Non-finite values are left out of every statistic but ``nonfinite``.
     """
-    x = tf.convert_to_tensor(x)
-    shape = tuple(1 if size is None else size for size in x.shape)
-    values = tf.cast(tf.reshape(x, [-1])[:: sample_stride(shape, max_values)], tf.float32)
-    nonfinite = count_nonfinite(x)
-    # Only when there are NaN/Inf values is a copy without them made.
-    finite = tf.cond(
-        nonfinite > 0,
-        lambda: tf.boolean_mask(values, tf.math.is_finite(values)),
-        lambda: values,
-    )
-    count = tf.cast(tf.size(finite), tf.float32)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(finite), count)
-    lo = tf.where(count > 0, tf.reduce_min(finite), 0.0)
-    hi = tf.where(count > 0, tf.reduce_max(finite), 0.0)
-    # One full-size temporary at a time: the variance's, the histogram's, the zero count's.
-    variance = tf.math.divide_no_nan(tf.reduce_sum(tf.square(finite - mean)), count)
-    with tf.control_dependencies([variance]):
-        # A constant layer still gets a visible bin of width 1 around its value.
-        width = tf.where(hi > lo, hi - lo, 1.0)
-        left = tf.where(hi > lo, lo, lo - 0.5)
-        counts = tf.histogram_fixed_width(finite, tf.stack([left, left + width]), nbins=bins)
-    with tf.control_dependencies([counts]):
-        zero_fraction = tf.reduce_mean(tf.cast(tf.equal(values, 0.0), tf.float32))
-    edges = left + width * tf.range(bins + 1, dtype=tf.float32) / bins
-    histogram = tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float32)], axis=1)
+    x = ops.convert_to_tensor(x)
+    values = ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
+    finite = ops.isfinite(values)
+    count = ops.sum(ops.cast(finite, "float32"))
+    divisor = ops.maximum(count, 1.0)
+    mean = ops.sum(ops.where(finite, values, 0.0)) / divisor
+    lo = ops.where(count > 0, ops.min(ops.where(finite, values, np.inf)), 0.0)
+    hi = ops.where(count > 0, ops.max(ops.where(finite, values, -np.inf)), 0.0)
+    variance = ops.sum(ops.where(finite, ops.square(values - mean), 0.0)) / divisor
+    # A constant layer still gets a visible bin of width 1 around its value.
+    width = ops.where(hi > lo, hi - lo, 1.0)
+    left = ops.where(hi > lo, lo, lo - 0.5)
+    # Each finite value's bin; the non-finite ones go to an extra bin, dropped.
+    bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
+    bin_of = ops.cast(ops.where(finite, bin_of, bins), "int32")
+    counts = ops.segment_sum(ops.ones_like(values), bin_of, num_segments=bins + 1)[:bins]
+    zero_fraction = ops.mean(ops.cast(ops.equal(values, 0.0), "float32"))
+    edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
+    histogram = ops.stack([edges[:-1], edges[1:], counts], axis=1)
     return {
         "mean": mean,
-        "std": tf.sqrt(variance),
+        "std": ops.sqrt(variance),
         "zero_fraction": zero_fraction,
-        "nonfinite": nonfinite,
+        "nonfinite": count_nonfinite(x),
         "histogram": histogram,
     }

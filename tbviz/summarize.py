@@ -6,7 +6,9 @@ selected layer's output as the layer returns it (see `tbviz.steps`).
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Any
+
+from keras import ops
 
 from tbviz import metadata
 from tbviz.pictures import PictureOptions, render
@@ -14,29 +16,27 @@ from tbviz.stats import count_nonfinite, layer_statistics
 
 
 def summarize_layer(
-    output: tf.Tensor,
-    fixed_range: tf.Tensor,
+    output: Any,
+    fixed_range: Any,
     options: PictureOptions,
     channels_first: bool,
     wants_stats: bool,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any, Any]:
     """One layer's pictures; in one float32 vector its numbers: the value range used (lo,
     hi), the NaN/Inf count, then with `wants_stats` mean, std, zero fraction and the
     histogram's ``(bins, 3)`` rows; and its coarse maps (`tbviz.change`). Three tensors a
-    layer: each is a node of the step's graph."""
+    layer, whatever the backend: all that leaves the step for it."""
     pictures, lo, hi, coarse = render(
         output,
         options,
         channels_first=channels_first,
-        fixed_range=tf.unstack(fixed_range),
+        fixed_range=(fixed_range[0], fixed_range[1]),
         with_coarse=True,
     )
     # Without stats or histograms only the NaN/Inf count (for the warning) is needed.
-    with tf.control_dependencies([pictures]):
-        stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
-    numbers = [tf.reduce_min(lo), tf.reduce_max(hi), stats["nonfinite"]]
+    stats = layer_statistics(output) if wants_stats else {"nonfinite": count_nonfinite(output)}
+    numbers = [ops.min(lo), ops.max(hi), stats["nonfinite"]]
     if wants_stats:
-        numbers = [tf.stack(numbers + [stats[kind] for kind in metadata.SCALAR_KINDS])]
-        numbers.append(tf.reshape(stats["histogram"], [-1]))
-        return pictures, tf.concat(numbers, 0), coarse
-    return pictures, tf.stack(numbers), coarse
+        numbers += [stats[kind] for kind in metadata.SCALAR_KINDS]
+        return pictures, ops.concatenate([ops.stack(numbers), ops.reshape(stats["histogram"], [-1])]), coarse
+    return pictures, ops.stack(numbers), coarse

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as to_np
 from PIL import Image
 
 from tbviz import change, export, metadata
@@ -34,7 +35,7 @@ def test_relative_change_is_the_relative_l2_distance():
 def test_coarse_shrinks_each_map_to_at_most_the_coarse_size():
     """(N, h, w, M) maps become at most COARSE_SIZE a side by area averaging; small maps stay."""
     maps = np.arange(2 * 16 * 4 * 3, dtype=np.float32).reshape(2, 16, 4, 3)
-    small = change.coarse(maps).numpy()
+    small = to_np(change.coarse(maps))
     assert small.shape == (2, metadata.COARSE_SIZE, 4, 3)
     np.testing.assert_allclose(small[:, 0], maps[:, 0:2].mean(axis=1))
 

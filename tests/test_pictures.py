@@ -1,8 +1,9 @@
 """Exact tests of the numerics: maps, grids, normalisation, colour maps, tiling."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras.ops import convert_to_numpy as to_np
 
 from tbviz import pictures
 from tbviz.pictures import (
@@ -98,7 +99,7 @@ def test_to_maps_other_ranks():
 def test_to_maps_casts_float16():
     """float16 activations are computed in float32."""
     maps, _ = pictures.to_maps(np.ones((1, 2, 2, 1), np.float16))
-    assert maps.dtype == tf.float32
+    assert keras.backend.standardize_dtype(maps.dtype) == "float32"
 
 
 def test_tile_size_fits_max_size():
@@ -111,8 +112,11 @@ def test_tile_size_fits_max_size():
 def test_downsample_averages_areas():
     """Shrinking by 2 averages 2x2 blocks."""
     images = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-    small = pictures.downsample(images, (2, 2)).numpy()
+    small = to_np(pictures.downsample(images, (2, 2)))
     np.testing.assert_allclose(small[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+    # 3 -> 2 pixels: each output pixel covers 1.5 input pixels, the middle one half each.
+    row = to_np(pictures.downsample(np.array([[[[3.0], [6.0], [9.0]]]], np.float32), (1, 2)))
+    np.testing.assert_allclose(row.ravel(), [(3 + 0.5 * 6) / 1.5, (0.5 * 6 + 9) / 1.5], rtol=1e-6)
 
 
 @pytest.mark.parametrize("channels_first", [False, True])
@@ -133,7 +137,9 @@ def test_to_maps_shrinks_volumes_and_sequences():
     maps, grid = pictures.to_maps(vol, max_size=17)  # 3 channel rows x 2 depth columns
     assert grid == (3, 2) and maps.shape == (1, 5, 5, 6)  # 3 rows of 5 + 2 separators = 17
     np.testing.assert_allclose(
-        maps[0, :, :, 1], pictures.downsample(vol[:, 1, :, :, :1], (5, 5))[0, :, :, 0]
+        to_np(maps)[0, :, :, 1],
+        to_np(pictures.downsample(vol[:, 1, :, :, :1], (5, 5)))[0, :, :, 0],
+        rtol=1e-6,
     )
     strip, _ = pictures.to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
     assert strip.shape == (1, 6, 50, 1)  # time shrinks; the 6 channels keep their rows
@@ -146,10 +152,10 @@ def test_value_range_per_map_and_per_layer():
     maps = np.array([[[[0, 1]], [[10, 30]]], [[[-5, 2]], [[4, 4]]]], np.float32)  # (N, M, h, w)
     maps = maps.transpose(0, 2, 3, 1)  # (N, h, w, M) = (2, 1, 2, 2)
     lo, hi = pictures.value_range(maps, per_map=True)
-    np.testing.assert_array_equal(lo.numpy().ravel(), [0, 10, -5, 4])
-    np.testing.assert_array_equal(hi.numpy().ravel(), [1, 30, 2, 4])
+    np.testing.assert_array_equal(to_np(lo).ravel(), [0, 10, -5, 4])
+    np.testing.assert_array_equal(to_np(hi).ravel(), [1, 30, 2, 4])
     lo, hi = pictures.value_range(maps, per_map=False)
-    assert (lo.numpy().item(), hi.numpy().item()) == (-5.0, 30.0)
+    assert (to_np(lo).item(), to_np(hi).item()) == (-5.0, 30.0)
 
 
 def test_value_range_percentile_ignores_outlier():
@@ -157,9 +163,9 @@ def test_value_range_percentile_ignores_outlier():
     values = np.concatenate([np.linspace(0, 1, 199), [1000.0]]).astype(np.float32)
     maps = values.reshape(1, 10, 20, 1)
     lo, hi = pictures.value_range(maps, per_map=True, clip_percentile=1.0)
-    assert lo.numpy().item() == pytest.approx(values[2]) and hi.numpy().item() == pytest.approx(values[197])
+    assert to_np(lo).item() == pytest.approx(values[2]) and to_np(hi).item() == pytest.approx(values[197])
     _, hi_raw = pictures.value_range(maps, per_map=True)
-    assert hi_raw.numpy().item() == 1000.0
+    assert to_np(hi_raw).item() == 1000.0
 
 
 def _nearest_rank(values, q):
@@ -178,18 +184,18 @@ def test_value_range_percentiles_match_numpy(clip, per_map):
         groups = data.transpose(0, 3, 1, 2).reshape(15, -1) if per_map else data.reshape(1, -1)
         for got, q in ((lo, clip / 100), (hi, 1 - clip / 100)):
             expected = [_nearest_rank(g, q) if np.isfinite(g).any() else 0 for g in groups]
-            np.testing.assert_array_equal(got.numpy().ravel(), expected)
+            np.testing.assert_array_equal(to_np(got).ravel(), expected)
 
 
 def test_value_range_ignores_nonfinite_and_can_be_symmetric():
     """NaN/Inf do not enter the range; symmetric ranges centre 0."""
     maps = np.array([np.nan, -2.0, 1.0, np.inf], np.float32).reshape(1, 2, 2, 1)
     lo, hi = pictures.value_range(maps, per_map=True)
-    assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 1.0)
+    assert (to_np(lo).item(), to_np(hi).item()) == (-2.0, 1.0)
     lo, hi = pictures.value_range(maps, per_map=True, symmetric=True)
-    assert (lo.numpy().item(), hi.numpy().item()) == (-2.0, 2.0)
+    assert (to_np(lo).item(), to_np(hi).item()) == (-2.0, 2.0)
     empty = np.full((1, 1, 2, 1), np.nan, np.float32)
-    assert [v.numpy().item() for v in pictures.value_range(empty, per_map=True)] == [0.0, 0.0]
+    assert [to_np(v).item() for v in pictures.value_range(empty, per_map=True)] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -197,14 +203,14 @@ def test_constant_map_gives_no_nan(dtype):
     """A constant map (dead channel) normalises to 0, in float16 too."""
     maps, _ = pictures.to_maps(np.full((1, 3, 3, 1), 7.0, dtype))
     lo, hi = pictures.value_range(maps, per_map=True)
-    unit = pictures.normalize(maps, lo, hi).numpy()
+    unit = to_np(pictures.normalize(maps, lo, hi))
     assert not np.isnan(unit).any() and (unit == 0).all()
 
 
 def test_quantize_exact_levels_and_nonfinite_marker():
     """Values land on level floor(v * 253 + 0.5); NaN and Inf get the marker index."""
     unit = np.array([[0.0, 0.5, 1.0, np.nan, np.inf, 2 / 253, 0.3]], np.float32)
-    got = pictures.quantize(unit).numpy()
+    got = to_np(pictures.quantize(unit))
     np.testing.assert_array_equal(got[0], [0, 127, 253, NONFINITE_INDEX, NONFINITE_INDEX, 2, 76])
 
 
@@ -213,7 +219,7 @@ def test_tile_layout_with_separators():
     maps = np.zeros((1, 2, 2, 3), np.uint8)  # (N, h, w, M)
     for m in range(3):
         maps[0, :, :, m] = 10 * (m + 1)
-    image = pictures.tile(maps, (2, 2), padding=1).numpy()
+    image = to_np(pictures.tile(maps, (2, 2), padding=1))
     assert image.shape == (1, 5, 5)
     np.testing.assert_array_equal(image[0, 0:2, 0:2], 10)
     np.testing.assert_array_equal(image[0, 0:2, 3:5], 20)
@@ -221,7 +227,7 @@ def test_tile_layout_with_separators():
     np.testing.assert_array_equal(image[0, 3:5, 3:5], SEP)
     np.testing.assert_array_equal(image[0, 2, :], SEP)
     np.testing.assert_array_equal(image[0, :, 2], SEP)
-    assert pictures.tile(maps, (1, 3), padding=0).numpy().shape == (1, 2, 6)
+    assert to_np(pictures.tile(maps, (1, 3), padding=0)).shape == (1, 2, 6)
 
 
 def test_render_exact_pixels_per_map():
@@ -231,7 +237,7 @@ def test_render_exact_pixels_per_map():
     x[0, :, :, 1] = [[-1, -1], [-1, 1]]
     options = PictureOptions(cmap="gray", clip_percentile=0.0)
     image, _, _ = pictures.render(x, options)
-    image = image.numpy()
+    image = to_np(image)
     assert image.shape == (1, 2, 5) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[0, :, :2], level([[0, 1 / 3], [2 / 3, 1]]))
     np.testing.assert_array_equal(image[0, :, 2], SEP)
@@ -245,14 +251,14 @@ def test_render_layer_and_fixed_ranges():
     x[0, 0, :, 1] = [1, 2]
     layer = PictureOptions(normalize="layer", cmap="gray", clip_percentile=0.0)
     image, lo, hi = pictures.render(x, layer)
-    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
-    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4]], level([0, 1, 0.25, 0.5]))
+    assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 4.0)
+    np.testing.assert_array_equal(to_np(image)[0, 0, [0, 1, 3, 4]], level([0, 1, 0.25, 0.5]))
     fixed = PictureOptions(normalize="fixed", cmap="gray", clip_percentile=0.0)
     image, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(0), np.float32(8)))
-    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 8.0)
-    np.testing.assert_array_equal(image.numpy()[0, 0, [0, 1, 3, 4]], level([0, 0.5, 0.125, 0.25]))
+    assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 8.0)
+    np.testing.assert_array_equal(to_np(image)[0, 0, [0, 1, 3, 4]], level([0, 0.5, 0.125, 0.25]))
     _, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
-    assert (lo.numpy().item(), hi.numpy().item()) == (0.0, 4.0)
+    assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 4.0)
 
 
 @pytest.mark.parametrize("normalize", ["map", "layer"])
@@ -275,7 +281,7 @@ def test_render_marks_nan_and_inf(value):
     """NaN and +-Inf pixels get the marker index, not the end of the colour range."""
     x = np.random.default_rng(6).random((1, 4, 4, 1)).astype(np.float32)
     x[0, 1, 2, 0] = value
-    image = pictures.render(x, PictureOptions())[0].numpy()
+    image = to_np(pictures.render(x, PictureOptions())[0])
     assert image[0, 1, 2] == NONFINITE_INDEX
     assert (np.delete(image.ravel(), 6) < LEVELS).all()
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as to_np
 
 from tbviz import stats as stats_module
 from tbviz.stats import count_nonfinite, layer_statistics
@@ -11,7 +12,7 @@ def test_statistics_match_numpy():
     """Mean, std, zero fraction and histogram agree with NumPy over all samples."""
     x = np.random.default_rng(0).normal(size=(3, 5, 5, 4)).astype(np.float32)
     x[x < -0.5] = 0.0
-    stats = {k: v.numpy() for k, v in layer_statistics(x).items()}
+    stats = {k: to_np(v) for k, v in layer_statistics(x).items()}
     assert stats["mean"] == pytest.approx(x.mean(), abs=1e-6)
     assert stats["std"] == pytest.approx(x.std(), rel=1e-4)
     assert stats["zero_fraction"] == pytest.approx((x == 0).mean())
@@ -26,23 +27,23 @@ def test_statistics_match_numpy():
 def test_nonfinite_values_are_counted_and_left_out():
     """NaN and Inf are counted as such and change no other statistic."""
     x = np.array([[1.0, 2.0, np.nan, 3.0], [np.inf, 0.0, -np.inf, 4.0]], np.float32)
-    stats = {k: v.numpy() for k, v in layer_statistics(x).items()}
+    stats = {k: to_np(v) for k, v in layer_statistics(x).items()}
     finite = np.array([1, 2, 3, 0, 4], np.float32)
     assert stats["nonfinite"] == 3
     assert stats["mean"] == pytest.approx(finite.mean())
     assert stats["std"] == pytest.approx(finite.std(), rel=1e-5)
     assert stats["zero_fraction"] == pytest.approx(1 / 8)
     assert stats["histogram"][:, 2].sum() == 5 and stats["histogram"][0, 0] == 0
-    assert count_nonfinite(x).numpy() == 3  # the cheap count used when statistics are off
+    assert to_np(count_nonfinite(x)) == 3  # the cheap count used when statistics are off
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_constant_and_empty_layers_give_no_nan(dtype):
     """A constant layer (float16 too) gets std 0 and a one-unit-wide histogram, never NaN."""
-    stats = {k: v.numpy() for k, v in layer_statistics(np.full((2, 3, 3), 5, dtype)).items()}
+    stats = {k: to_np(v) for k, v in layer_statistics(np.full((2, 3, 3), 5, dtype)).items()}
     assert stats["mean"] == 5 and stats["std"] == 0
     assert stats["histogram"][0, 0] == 4.5 and stats["histogram"][-1, 1] == pytest.approx(5.5)
-    all_nan = {k: v.numpy() for k, v in layer_statistics(np.full((1, 4), np.nan, dtype)).items()}
+    all_nan = {k: to_np(v) for k, v in layer_statistics(np.full((1, 4), np.nan, dtype)).items()}
     assert all_nan["nonfinite"] == 4 and all_nan["mean"] == 0 and all_nan["histogram"][:, 2].sum() == 0
     assert not any(np.isnan(v).any() for v in all_nan.values())
 
@@ -64,7 +65,7 @@ def test_large_layer_statistics_are_close_and_nonfinite_exact():
     rng = np.random.default_rng(1)
     x = np.maximum(rng.normal(size=(4, 64, 64, 32)), 0).astype(np.float32)  # 524,288 ReLU values
     x[3, 63, 63, 31] = np.nan  # a single NaN that a sample would likely miss
-    stats = {k: v.numpy() for k, v in layer_statistics(x).items()}
+    stats = {k: to_np(v) for k, v in layer_statistics(x).items()}
     finite = x[np.isfinite(x)]
     assert stats["nonfinite"] == 1
     assert stats["mean"] == pytest.approx(finite.mean(), rel=0.01)
