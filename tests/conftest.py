@@ -5,14 +5,17 @@ imported, so a test process runs on one: ``TBVIZ_TEST_BACKEND`` (``tensorflow``,
 the default, ``jax`` or ``torch``). `python -m pytest -q` runs everything: the
 tests themselves on TensorFlow, and tests/test_backends.py runs the suite again
 in two child processes, ``TBVIZ_TEST_BACKEND=jax`` and ``=torch`` (one backend
-at a time: ``TBVIZ_TEST_BACKEND=jax python -m pytest -q``). Those runs keep the
-tests that do not carry either of these markers (pyproject.toml lists them):
+at a time: ``TBVIZ_TEST_BACKEND=jax python -m pytest -q``). Every test runs on
+every backend, the same test wherever the behaviour is meant to be the same,
+except those with one of these markers (pyproject.toml registers them):
 
 - ``tensorflow_only``: needs TensorFlow itself (``tf.distribute``, ``tf.data``,
   ``tf.io.gfile``, a ``tf.GradientTape`` train step, Keras' own ``TensorBoard``
-  callback, a TensorFlow kernel's failure);
-- ``backend_independent``: never runs Keras (event files, the plugin, the CLI
-  on logs written by hand, the browser), so once, on TensorFlow, is enough.
+  callback, a TensorFlow kernel's failure); likewise ``jax_only`` (JAX's own
+  multi-process runtime) and ``torch_only``: run on that backend only;
+- ``backend_independent``: does not depend on the backend (event files, the
+  plugin, the CLI on logs, the browser, pure-Python arithmetic), so it runs
+  once, in the TensorFlow run.
 
 **On jax and torch, TensorFlow is unimportable** in the test process and in
 every process a test starts (``TBVIZ_TEST_UNIMPORTABLE=tensorflow``, enforced by
@@ -89,13 +92,13 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """On jax and torch, leaves out the tests marked tensorflow_only or backend_independent."""
-    if BACKEND == "tensorflow":
-        return
+    """Leaves out the tests marked for another backend (`<backend>_only`), and on jax and
+    torch those marked backend_independent."""
     kept, left_out = [], []
     for item in items:
-        once = item.get_closest_marker("tensorflow_only") or item.get_closest_marker("backend_independent")
-        (left_out if once else kept).append(item)
+        other = {b for b in BACKENDS if b != BACKEND and item.get_closest_marker(f"{b}_only")}
+        once = BACKEND != "tensorflow" and item.get_closest_marker("backend_independent")
+        (left_out if other or once else kept).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept

@@ -38,8 +38,6 @@ from conftest import pictures_at, read_activations
 from tbviz import metadata
 from tbviz.pictures import LEVELS
 
-pytestmark = pytest.mark.tensorflow_only  # tf.distribute strategies: TensorFlow's own (conftest.py)
-
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
 # Picture sizes (width, height) for the worker's 16x16 input: conv_a 14x14x8 in a
@@ -175,6 +173,7 @@ def _assert_same_pictures(log_dir, reference_dir) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """Under MirroredStrategy (CPU split in two) fit() logs every layer, as a single-device run does."""
     processes = {
@@ -192,6 +191,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_multi_worker_only_the_chief_logs(tmp_path):
     """Two MultiWorkerMirroredStrategy workers: only the chief builds and writes, and its images equal a single worker's."""
     single_process = _start("loop-single", tmp_path / "single", tmp_path / "single.json")
