@@ -44,6 +44,7 @@ def indices(png):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent  # starts a process per backend itself: once, from the tensorflow run
 @pytest.mark.parametrize("kind", ["article", "residual"])
 def test_every_backend_pictures_what_tensorflow_does(tmp_path, kind):
     results = {b: log_on(b, kind, tmp_path / b) for b in BACKENDS}
