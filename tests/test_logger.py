@@ -136,7 +136,7 @@ def test_normalisation_modes_match_reference(tmp_path, mode):
     seen = []  # the layer's activations at each epoch end, computed independently
     probe_model = keras.Model(inputs, conv.output)
     record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: seen.append(probe_model(probe).numpy())
+        on_epoch_end=lambda epoch, logs: seen.append(keras.ops.convert_to_numpy(probe_model(probe)))
     )
     logger = ActivationLogger(probe, log_dir=tmp_path, layers="conv", normalize=mode,
                               cmap="gray", clip_percentile=0)  # fmt: skip

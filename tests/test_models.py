@@ -106,7 +106,7 @@ def assert_monotone(gray_cells, values, label=""):
 def output_of(model, path, probe):
     """The layer's output on `probe`, computed with a plain Keras sub-model (no tbviz)."""
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, model.get_layer(path).output)(probe).numpy()
+    return keras.ops.convert_to_numpy(keras.Model(inputs, model.get_layer(path).output)(probe))
 
 
 def batches_until_refused(model, x, y, logger, message):
@@ -489,9 +489,8 @@ def test_nested_transfer_learning_model(tmp_path):
         samples=2,
     )
     # An inner layer's pictures show that layer's output in the trained model.
-    values = keras.Model(backbone.inputs[0], backbone.get_layer("block_16_expand_relu").output)(
-        x[:2]
-    ).numpy()
+    inner = keras.Model(backbone.inputs[0], backbone.get_layer("block_16_expand_relu").output)
+    values = keras.ops.convert_to_numpy(inner(x[:2]))
     for n, picture in enumerate(pictures_at(result, last, 1)):
         for channel in range(8):  # the first row of tiles
             cell = picture[:3, channel * 4 : channel * 4 + 3, 0]
@@ -575,7 +574,7 @@ def test_subclassed_model_layers_are_captured(tmp_path, images12):
     for path, output in expected.items():
         indices, _, _ = render(output, chosen.options)
         for picture, want in zip(
-            pictures_at(result, path, 1), chosen.options.palette[indices.numpy()], strict=True
+            pictures_at(result, path, 1), chosen.options.palette[keras.ops.convert_to_numpy(indices)], strict=True
         ):
             np.testing.assert_array_equal(picture, want, err_msg=path)
     # Every wrapped `call` was restored.
@@ -646,7 +645,7 @@ def test_run_eagerly_model_is_logged_eagerly(tmp_path, images12):
     result = read_activations(tmp_path)
     assert_logged(result, {"conv": (21, 21)}, samples=2)
     indices, _, _ = render(model.conv(probe), logger.options)
-    expected = logger.options.palette[indices.numpy()]
+    expected = logger.options.palette[keras.ops.convert_to_numpy(indices)]
     for picture, want in zip(pictures_at(result, "conv", 1), expected, strict=True):
         np.testing.assert_array_equal(picture, want)
 
@@ -710,9 +709,8 @@ def test_multi_input_probes(tmp_path, images12, kind):
     result = read_activations(tmp_path / kind)
     assert_logged(result, {"conv": (21, 21), "meta_dense": (3, 2), "merge": (5, 2)}, samples=2)
     # The second input reaches its own branch: meta_dense shows the dense output of meta[:2].
-    values = keras.Model(model.inputs, model.get_layer("meta_dense").output)(
-        [x[:2], meta[:2]]
-    ).numpy()
+    meta_dense = keras.Model(model.inputs, model.get_layer("meta_dense").output)
+    values = keras.ops.convert_to_numpy(meta_dense([x[:2], meta[:2]]))
     for n, picture in enumerate(pictures_at(result, "meta_dense", 1)):
         assert_monotone(picture[:, :, 0], values[n].reshape(2, 3), f"sample {n}")
 

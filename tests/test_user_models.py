@@ -174,7 +174,7 @@ def test_gan_generator_is_pictured_with_model_argument(tmp_path):
     assert image_paths(result) == {"up", "up_act", "image"}
     assert steps_and_samples(result, "image") == [(0, 3), (1, 3)]
     # The last picture is the generated image of each latent vector, after training.
-    generated = gan.generator(latent).numpy()
+    generated = keras.ops.convert_to_numpy(gan.generator(latent))
     for n, picture in enumerate(pictures_at(result, "image", 1)):
         assert picture.shape[:2] == (8, 8)
         assert_monotone(picture[:, :, 0], generated[n, :, :, 0], f"sample {n}")
@@ -246,7 +246,7 @@ def test_siamese_shared_encoder_is_pictured_for_each_call(tmp_path):
     # Each call's pictures show the encoder on its own input.
     conv = keras.Model(encoder.inputs[0], encoder.get_layer("conv").output)
     for call, probe in ((0, x_left[:2]), (1, x_right[:2])):
-        values = conv(probe).numpy()  # (2, 10, 10, 4): a 2x2 grid of 10x10 tiles
+        values = keras.ops.convert_to_numpy(conv(probe))  # (2, 10, 10, 4): a 2x2 grid of 10x10 tiles
         for n, picture in enumerate(pictures_at(result, f"encoder@{call}/conv", 1)):
             for channel in range(4):
                 row, col = divmod(channel, 2)
