@@ -180,6 +180,7 @@ def test_gan_generator_is_pictured_with_model_argument(tmp_path):
         assert_monotone(picture[:, :, 0], generated[n, :, :, 0], f"sample {n}")
 
 
+@pytest.mark.tensorflow_only  # elsewhere Keras' fit() first builds the model, and stops on the missing call()
 def test_wrapper_without_call_is_refused_before_training(tmp_path):
     """A GAN wrapper given no model=: a ValueError before the first batch naming its sub-models and model=."""
     gan = GAN()
