@@ -25,8 +25,12 @@ WORKER = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
 
 
 def log_on(backend, kind, log_dir):
+    # TensorFlow unimportable off its backend: tests/startup/sitecustomize.py, on PYTHONPATH
+    # (conftest.py), hides it from the worker's imports from its start.
+    unimportable = "" if backend == "tensorflow" else "tensorflow"
     run = subprocess.run(
         [sys.executable, WORKER, backend, kind, str(log_dir)],
+        env={**os.environ, "TBVIZ_TEST_UNIMPORTABLE": unimportable},
         capture_output=True,
         text=True,
         timeout=600,
