@@ -2,10 +2,16 @@
 
     python benchmarks/benchmark.py                 # all cases (~20 min), prints a Markdown table
     python benchmarks/benchmark.py --cases mnist   # one case
+    python benchmarks/benchmark.py --backend jax   # on Keras' JAX backend (or torch)
 
-For each case, in one run:
+``--backend`` (default: ``KERAS_BACKEND``, else tensorflow) is set as
+``KERAS_BACKEND`` before Keras is imported. For each case, in one run:
 
-- *bare forward*: one ``tf.function`` forward pass of the probe batch (median of 7);
+- *bare forward*: one forward pass of the probe batch (median of 7), already on
+  the device, its output copied to the host, compiled as each backend compiles
+  naturally: TensorFlow a ``tf.function``; JAX one ``jax.jit`` of
+  ``model.stateless_call`` with the weights passed as arguments; PyTorch an
+  eager call under ``torch.no_grad()`` (Keras' own ``predict`` on PyTorch);
 - *extra / logged epoch*: how much longer a logged epoch makes ``fit()``,
   measured inside one ``fit()`` where the logger logs every 4th epoch, logged
   and unlogged epochs interleaved (see `time_case`); the interquartile range
@@ -24,10 +30,12 @@ For each case, in one run:
   malloc returning large blocks to the system at once
   (``MALLOC_MMAP_THRESHOLD_``) and oneDNN's pooling allocator off
   (``TF_ENABLE_ONEDNN_OPTS=0``) so that RSS follows live memory; and as tensor
-  memory, the peak of what TensorFlow's CPU allocator hands out
-  (``TF_CPU_ALLOCATOR_USE_BFC=true`` makes it keep statistics), which leaves
+  memory, the peak of what the backend's allocator hands out, which leaves
   out fixed costs (the PNG compressor's state, runtime bookkeeping) that
-  dominate RSS when the forward pass is small.
+  dominate RSS when the forward pass is small: TensorFlow's allocator on the
+  device (on CPU ``TF_CPU_ALLOCATOR_USE_BFC=true`` makes it keep statistics),
+  JAX's device memory statistics and PyTorch's CUDA allocator on a GPU (on
+  CPU neither keeps any: "n/a").
 
 No weights are downloaded (``weights=None``); no data set either (MNIST is the
 shipped test split).
@@ -45,13 +53,32 @@ import sys
 import tempfile
 import time
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+        help="Keras backend (default: KERAS_BACKEND, else %(choices)s' first)",
+    )
+
+
+# Keras takes its backend from KERAS_BACKEND when it is first imported: set it first.
+_early = argparse.ArgumentParser(add_help=False)
+_backend_option(_early)
+os.environ["KERAS_BACKEND"] = _early.parse_known_args()[0].backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from tbviz import ActivationLogger  # noqa: E402
+
+BACKEND = keras.config.backend()
+if BACKEND == "tensorflow":
+    import tensorflow as tf
 
 CASES = ("mnist", "resnet50", "resnet50_all", "mobilenetv2")
 PERIOD = 4  # the logger logs every 4th epoch of the timed fit()
@@ -101,15 +128,71 @@ def lambda_all_image_layers(model) -> list[str]:
     ]
 
 
+def bare_forward(model, probe):
+    """One forward pass of `probe` (moved to the device once), compiled the backend's way and
+    warmed up; calling it runs the pass and copies the output to the host, as fit() would."""
+    x = keras.ops.convert_to_tensor(probe)
+    if BACKEND == "tensorflow":
+        forward = tf.function(lambda x: model(x, training=False))
+
+        def run():
+            return np.asarray(forward(x))
+
+    elif BACKEND == "jax":
+        import jax
+
+        @jax.jit
+        def forward(trainable, non_trainable, x):
+            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return outputs
+
+        def run():  # the weights' current values, passed in: never baked in as constants
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            return np.asarray(forward(trainable, non_trainable, x))
+
+    else:
+        import torch
+
+        def run():
+            with torch.no_grad():
+                return keras.ops.convert_to_numpy(model(x, training=False))
+
+    run()
+    return run
+
+
 def bare_forward_seconds(model, probe) -> float:
-    forward = tf.function(lambda x: model(x, training=False))
-    forward(probe)
+    run = bare_forward(model, probe)
     times = []
     for _ in range(7):
         start = time.perf_counter()
-        np.asarray(forward(probe))  # one pass; the result is copied out as fit() would
+        run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class _Batches(keras.utils.PyDataset):
+    """The same batches every epoch, in order, from the training thread (no workers)."""
+
+    def __init__(self, x, y, batch_size: int) -> None:
+        super().__init__()
+        self.batches = [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.batches[index]
+
+
+def training_data(x, y, batch_size: int):
+    """Training batches that take the same time every epoch (see `time_case`)."""
+    if BACKEND == "tensorflow":  # as measured before the other backends: a tf.data pipeline
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat()
+    return _Batches(x, y, batch_size)
 
 
 def event_bytes(run_dir: str) -> int:
@@ -153,14 +236,15 @@ def time_case(name: str, rounds: int) -> dict:
     model, x, y, batch_size, probe, kwargs, what = make_case(name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     forward = bare_forward_seconds(model, probe)
-    # A repeated tf.data pipeline: fed NumPy arrays, Keras shuffles and slices them anew
-    # each epoch, partly in the background, which makes epoch times bimodal (0.9 s or
-    # 1.25 s for the MNIST case, at random) and would drown what is measured here.
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat()
+    # Fixed batches: fed NumPy arrays, Keras shuffles and slices them anew each epoch,
+    # partly in the background, which makes epoch times bimodal (0.9 s or 1.25 s for the
+    # MNIST case on TensorFlow, at random) and would drown what is measured here.
+    data = training_data(x, y, batch_size)
     steps = len(x) // batch_size
 
     def fit(epochs, callbacks=()):
-        model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
+        model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks),
+                  shuffle=False)  # fmt: skip
 
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, freq=PERIOD, **kwargs)
@@ -225,23 +309,53 @@ def _peak_growth(action) -> int:
     return (_status_kb("VmHWM") - baseline) * 1024
 
 
-def _tensor_peak_growth(action) -> int:
-    """Peak growth, in bytes, of the memory TensorFlow's CPU allocator hands out to tensors
-    while `action` runs (needs ``TF_CPU_ALLOCATOR_USE_BFC=true`` for the allocator's stats)."""
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+def _tensor_peak_growth(action) -> int | None:
+    """Peak growth, in bytes, of the memory the backend's allocator hands out to tensors
+    while `action` runs; None where it keeps no statistics (JAX and PyTorch on CPU).
+
+    TensorFlow: its allocator on the first GPU, else on the CPU (which needs
+    ``TF_CPU_ALLOCATOR_USE_BFC=true`` for statistics). JAX: the first device's
+    statistics, whose peak cannot be reset; `measure_memory` runs in a fresh process
+    whose warm-up is the same work, so the peak is the action's. PyTorch: CUDA's.
+    """
+    if BACKEND == "tensorflow":
+        device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)["current"]
+        action()
+        return tf.config.experimental.get_memory_info(device)["peak"] - before
+    if BACKEND == "jax":
+        import jax
+
+        device = jax.local_devices()[0]
+        if not device.memory_stats():
+            return None
+        before = device.memory_stats()["bytes_in_use"]
+        action()
+        return device.memory_stats()["peak_bytes_in_use"] - before
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
     action()
-    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
-def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float:
+def _median(values: list) -> float | None:
+    return None if None in values else statistics.median(values)
+
+
+def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float | None:
     """Median peak growth of `repeats` bare forward passes or logging steps, after a warm-up."""
     growth = _peak_growth if kind == "rss" else _tensor_peak_growth
     model, _, _, _, probe, kwargs, _ = make_case(name)
     if mode == "forward":
-        forward = tf.function(lambda x: model(x, training=False))
-        forward(probe)
-        return statistics.median(growth(lambda: np.asarray(forward(probe))) for _ in range(repeats))
+        run = bare_forward(model, probe)
+        return _median([growth(run) for _ in range(repeats)])
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, **kwargs)
         logger.set_model(model)
@@ -252,8 +366,8 @@ def measure_memory(name: str, mode: str, kind: str, repeats: int = 5) -> float:
             logger._wait_for_writes()
 
         log_epoch(0)
-        return statistics.median(
-            growth(lambda epoch=epoch: log_epoch(epoch)) for epoch in range(1, repeats + 1)
+        return _median(
+            [growth(lambda epoch=epoch: log_epoch(epoch)) for epoch in range(1, repeats + 1)]
         )
 
 
@@ -268,21 +382,32 @@ _MEMORY_ENV = {
 
 def memory_case(name: str) -> dict:
     """Peak memory growth of a logging step and of a bare forward pass, each in a fresh process."""
-    result = {}
+    result: dict = {}
     for kind, env in _MEMORY_ENV.items():
         for mode in ("forward", "logging"):
             out = subprocess.run(
-                [sys.executable, __file__, "--memory", name, mode, kind],
+                [sys.executable, __file__, "--backend", BACKEND, "--memory", name, mode, kind],
                 env=dict(os.environ, **env), capture_output=True, text=True, check=True,
             )  # fmt: skip
-            result[f"{kind}_{mode}_mb"] = json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
+            grown = json.loads(out.stdout.strip().splitlines()[-1])
+            result[f"{kind}_{mode}_mb"] = None if grown is None else grown / 2**20
         logging_mb, forward_mb = result[f"{kind}_logging_mb"], result[f"{kind}_forward_mb"]
-        result[f"{kind}_ratio"] = logging_mb / max(forward_mb, 1e-9)
+        unmeasured = logging_mb is None or forward_mb is None
+        result[f"{kind}_ratio"] = None if unmeasured else logging_mb / max(forward_mb, 1e-9)
     return result
 
 
 def _mb(value: float) -> str:
     return f"{value:.2f} MB" if value < 10 else f"{value:.0f} MB"
+
+
+def _memory(row: dict, kind: str) -> str:
+    if row[f"{kind}_ratio"] is None:
+        return "n/a"
+    return (
+        f"{_mb(row[f'{kind}_logging_mb'])} / {_mb(row[f'{kind}_forward_mb'])} "
+        f"= {row[f'{kind}_ratio']:.2f}x"
+    )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -301,16 +426,32 @@ def markdown(rows: list[dict]) -> str:
         f"| {r['step_s']:.3f} s + {r['write_s']:.3f} s "
         f"({(r['step_s'] + r['write_s']) / r['forward_s']:.2f}) "
         f"| {r['build_s']:.1f} s | {r['bytes_per_epoch'] / 1e6:.2f} MB "
-        f"| {_mb(r['rss_logging_mb'])} / {_mb(r['rss_forward_mb'])} = {r['rss_ratio']:.2f}x "
-        f"| {_mb(r['tensors_logging_mb'])} / {_mb(r['tensors_forward_mb'])} "
-        f"= {r['tensors_ratio']:.2f}x |"
+        f"| {_memory(r, 'rss')} | {_memory(r, 'tensors')} |"
         for r in rows
     ]
     return head + "\n".join(lines)
 
 
+def backend_description() -> str:
+    """The backend, its version, Keras' version and the device, e.g. "JAX 0.10.2 on cpu"."""
+    if BACKEND == "tensorflow":
+        gpus = tf.config.list_physical_devices("GPU")
+        name, device = f"TensorFlow {tf.__version__}", "GPU" if gpus else "CPU"
+    elif BACKEND == "jax":
+        import jax
+
+        name, device = f"JAX {jax.__version__}", jax.local_devices()[0].device_kind
+    else:
+        import torch
+
+        gpu = torch.cuda.is_available()
+        name, device = f"PyTorch {torch.__version__}", torch.cuda.get_device_name() if gpu else "CPU"
+    return f"{name} (Keras {keras.__version__}) on {device}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _backend_option(parser)
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {CASES}")
     parser.add_argument(
         "--rounds",
@@ -330,10 +471,7 @@ def main() -> None:
         row.update(memory_case(name))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print(
-        f"\ntbviz benchmark: TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"{os.cpu_count()} CPU cores, {'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}\n"
-    )
+    print(f"\ntbviz benchmark: {backend_description()}, {os.cpu_count()} CPU cores\n")
     print(markdown(rows))
 
 

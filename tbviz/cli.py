@@ -15,7 +15,7 @@ import textwrap
 import threading
 from collections.abc import Sequence
 
-from tbviz import metadata
+from tbviz import _missing_backend, metadata
 
 #: TensorBoard keeps only 10 steps per image tag unless told otherwise, and
 #: ``images=0`` ("keep all") is broken (tensorflow/tensorboard#5550).
@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the article's MNIST CNN with ActivationLogger (offline)",
         description=(
             "Trains the article's MNIST CNN (two 2x2 convolutions with max-pooling, a "
-            "500-unit dense layer, softmax) with keras.callbacks.TensorBoard and "
-            "tbviz.ActivationLogger, then prints the command to view the logs. Offline by "
+            "500-unit dense layer, softmax) with tbviz.ActivationLogger, on the Keras backend "
+            "KERAS_BACKEND names (losses as keras.callbacks.TensorBoard writes them), then "
+            "prints the command to view the logs. Offline by "
             "default: it uses the MNIST test split shipped with tbviz (10,000 digits by "
             "Y. LeCun, C. Cortes and C. J. C. Burges, CC BY-SA 3.0), or Keras' full MNIST "
             "when it is already downloaded or asked for."
@@ -225,6 +226,14 @@ def _demo(args: argparse.Namespace) -> int:
             f"{logdir!r} already holds logs; this run's epochs are written beside them "
             "(delete it, or pass another --logdir, for a clean run)"
         )
+    try:  # Keras and its backend (KERAS_BACKEND): a missing one is said before training starts
+        from tbviz.demo import train
+    except ModuleNotFoundError as error:
+        explained = _missing_backend(error)
+        if explained is None:
+            raise
+        print(f"tbviz demo: error: {explained}", file=sys.stderr)
+        return 1
     if args.source == "keras" or (args.source == "auto" and datasets._keras_mnist_cached()):
         print("Data: Keras' MNIST (60,000 training and 10,000 validation digits).")
     else:
@@ -234,8 +243,6 @@ def _demo(args: argparse.Namespace) -> int:
         )
     print(f"Training the article's CNN for {args.epochs} epochs, logging to {logdir} ...")
     sys.stdout.flush()
-
-    from tbviz.demo import train
 
     try:
         train(logdir, epochs=args.epochs, source=args.source)

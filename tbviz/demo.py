@@ -3,6 +3,12 @@
 Model and training as in the article: two 2x2 convolutions of 32 filters with
 ReLU, each followed by 2x2 max-pooling, a 500-unit sigmoid layer, a 10-way
 softmax, adam, sparse categorical cross-entropy, batches of 1,000.
+
+It runs on whichever backend ``KERAS_BACKEND`` names. Losses go where Keras'
+``TensorBoard`` callback puts them (``epoch_loss``, ``epoch_accuracy`` in the
+``train`` and ``validation`` runs): written by that callback on TensorFlow,
+and by `EpochScalars` on JAX and PyTorch, since Keras' callback needs
+TensorFlow installed whatever the backend.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ import os
 
 import keras
 import numpy as np
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
 from tbviz.activation_logger import ActivationLogger
 from tbviz.datasets import load_mnist
+from tbviz.event_file import EventFileWriter
 
 PROBE_COUNT = 4
 
@@ -34,6 +42,46 @@ def article_model() -> keras.Sequential:
     )
 
 
+class EpochScalars(keras.callbacks.Callback):
+    """The epoch scalars of Keras' ``TensorBoard`` callback, written without TensorFlow.
+
+    At the end of each epoch, every number in ``logs`` is written at step
+    ``epoch`` as ``epoch_<name>``: ``val_<name>`` into ``<log_dir>/validation``,
+    the rest into ``<log_dir>/train``, as ``keras.callbacks.TensorBoard`` writes
+    them. Each epoch is flushed, so a running TensorBoard shows it at once.
+
+    Args:
+        log_dir: the directory of the ``train`` and ``validation`` runs.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self._writers: dict[str, EventFileWriter] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            run, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            if run not in self._writers:
+                self._writers[run] = EventFileWriter(os.path.join(self.log_dir, run))
+            summary = scalar_pb(f"epoch_{metric}", float(value)).SerializeToString()
+            self._writers[run].write_summary(epoch, summary)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def loss_logger(log_dir: str | os.PathLike) -> keras.callbacks.Callback:
+    """Keras' ``TensorBoard`` callback on the TensorFlow backend, `EpochScalars` on the others."""
+    if keras.config.backend() == "tensorflow":
+        return keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir))
+    return EpochScalars(log_dir)
+
+
 def probe_digits(x: np.ndarray, y: np.ndarray, count: int = PROBE_COUNT) -> np.ndarray:
     """The first sample of each of the digits 0, 1, 2, ... (count of them): a fixed probe."""
     return np.stack([x[np.flatnonzero(y == digit)[0]] for digit in range(count)])
@@ -50,7 +98,7 @@ def train(
     """Trains the article's CNN on MNIST, logging losses and feature maps to `log_dir`.
 
     Args:
-        log_dir: where Keras' ``TensorBoard`` callback and tbviz write.
+        log_dir: where the losses (see `loss_logger`) and the feature maps are written.
             Defaults to `"logs/mnist"`.
         epochs: training epochs (the article trains 20). Defaults to `20`.
         source: which MNIST, see `tbviz.datasets.load_mnist`. Defaults to `"auto"`.
@@ -70,7 +118,7 @@ def train(
         validation_data=(x_test, y_test),
         verbose=verbose,
         callbacks=[
-            keras.callbacks.TensorBoard(log_dir=log_dir),
+            loss_logger(log_dir),
             ActivationLogger(probe_digits(x_test, y_test), log_dir=log_dir, **logger_options),
         ],
     )

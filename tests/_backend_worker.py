@@ -4,7 +4,8 @@
 
 Run by tests/test_backend_equality.py once per backend, each in its own
 process (a process has one Keras backend). On JAX and PyTorch TensorFlow is
-made unimportable first, so the run also shows that nothing needs it. The
+made unimportable first (TBVIZ_TEST_UNIMPORTABLE, set by the test, applied at start-up
+by tests/startup/sitecustomize.py), so the run also shows that nothing needs it. The
 model's weights are drawn from a seeded NumPy generator in the order of
 ``model.weights`` (the same on every backend), the probe is the shipped
 MNIST's first digits, and the callback is driven through the hooks ``fit()``
@@ -19,17 +20,6 @@ import warnings
 backend, kind, log_dir = sys.argv[1:4]
 os.environ["KERAS_BACKEND"] = backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if backend != "tensorflow":
-
-    class _NoTensorFlow:
-        """A meta-path finder under which ``import tensorflow`` fails."""
-
-        def find_spec(self, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                raise ImportError(f"TensorFlow is blocked in this {backend} worker: {name}")
-            return None
-
-    sys.meta_path.insert(0, _NoTensorFlow())
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,34 +1,107 @@
-"""Shared test helpers: small real models and reading event files back.
+"""Shared test helpers: small real models and reading event files back; the backend of a run.
 
-The suite runs the same on any machine: before Keras is imported (here, and
-in every subprocess a test starts, which inherits this environment) the
-backend is pinned to TensorFlow and Keras reads its settings from a fresh,
-empty ``KERAS_HOME``, so a user's ``~/.keras/keras.json`` (image data format,
-floatx, backend) or ``KERAS_MAX_EPOCHS`` cannot change what the tests see.
+**One Keras backend per run.** Keras fixes its backend when it is first
+imported, so a test process runs on one: ``TBVIZ_TEST_BACKEND`` (``tensorflow``,
+the default, ``jax`` or ``torch``). `python -m pytest -q` runs everything: the
+tests themselves on TensorFlow, and tests/test_backends.py runs the suite again
+in two child processes, ``TBVIZ_TEST_BACKEND=jax`` and ``=torch`` (one backend
+at a time: ``TBVIZ_TEST_BACKEND=jax python -m pytest -q``). Every test runs on
+every backend, the same test wherever the behaviour is meant to be the same,
+except those with one of these markers (pyproject.toml registers them):
+
+- ``tensorflow_only``: needs TensorFlow itself (``tf.distribute``, ``tf.data``,
+  ``tf.io.gfile``, a ``tf.GradientTape`` train step, Keras' own ``TensorBoard``
+  callback, a TensorFlow kernel's failure); likewise ``jax_only`` (JAX's own
+  multi-process runtime) and ``torch_only``: run on that backend only;
+- ``backend_independent``: does not depend on the backend (event files, the
+  plugin, the CLI on logs, the browser, pure-Python arithmetic), so it runs
+  once, in the TensorFlow run.
+
+**On jax and torch, TensorFlow is unimportable** in the test process and in
+every process a test starts (``TBVIZ_TEST_UNIMPORTABLE=tensorflow``, enforced by
+tests/startup/sitecustomize.py, on ``PYTHONPATH``): every test there also shows
+that tbviz, Keras and TensorBoard (which falls back to its stub) do their work
+without importing it, whether or not it is installed.
+
+**The same settings whatever the machine.** Before Keras is imported (here,
+and in every subprocess a test starts, which inherits this environment) the
+backend is pinned to ``KERAS_BACKEND=<TBVIZ_TEST_BACKEND>`` and Keras reads its
+settings from a fresh, empty ``KERAS_HOME``, so a user's ``~/.keras/keras.json``
+(image data format, floatx, backend) or ``KERAS_MAX_EPOCHS`` cannot change what
+the tests see.
 """
 
 import atexit
 import importlib
 import os
 import shutil
+import sys
 import tempfile
 
+import pytest
+
+BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND = os.environ.get("TBVIZ_TEST_BACKEND", "tensorflow")
+if BACKEND not in BACKENDS:
+    raise pytest.UsageError(
+        f"TBVIZ_TEST_BACKEND must be one of {', '.join(BACKENDS)} (the Keras backend the tests "
+        f"run on; unset: tensorflow). Received: TBVIZ_TEST_BACKEND={BACKEND!r}"
+    )
+STARTUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "startup")
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
-os.environ["KERAS_BACKEND"] = os.environ.get("TBVIZ_TEST_BACKEND", "tensorflow")
+os.environ["KERAS_BACKEND"] = BACKEND
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tbviz-tests-keras-home-")
 atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
 for _name in ("KERAS_MAX_EPOCHS", "KERAS_MAX_STEPS_PER_EPOCH", "TF_USE_LEGACY_KERAS"):
     os.environ.pop(_name, None)
+if BACKEND == "tensorflow":
+    os.environ.pop("TBVIZ_TEST_UNIMPORTABLE", None)
+else:
+    os.environ["TBVIZ_TEST_UNIMPORTABLE"] = "tensorflow"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [STARTUP, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+sys.path.insert(0, STARTUP)
+import sitecustomize  # noqa: E402  (a child process ran it at start-up; this one, now)
 
-import keras  # noqa: E402
+sitecustomize.install()
+
+try:
+    import keras  # noqa: E402
+except ModuleNotFoundError as _error:
+    raise pytest.UsageError(
+        f"The tests run on Keras' {BACKEND!r} backend (TBVIZ_TEST_BACKEND), which needs "
+        f"{_error.name!r}, not installed here: pip install -e '.[test,{BACKEND}]', or set "
+        f"TBVIZ_TEST_BACKEND to an installed backend ({', '.join(BACKENDS)})"
+    ) from _error
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 # The 2-epoch `tbviz demo` log, trained once per session, shared by the CLI tests.
 from _cli_support import demo_log  # noqa: E402,F401
 
 from tbviz import metadata  # noqa: E402
 from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
+
+
+def pytest_report_header(config):
+    blocked = os.environ.get("TBVIZ_TEST_UNIMPORTABLE")
+    return f"Keras backend: {BACKEND} (TBVIZ_TEST_BACKEND)" + (
+        f"; unimportable: {blocked}" if blocked else ""
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leaves out the tests marked for another backend (`<backend>_only`), and on jax and
+    torch those marked backend_independent."""
+    kept, left_out = [], []
+    for item in items:
+        other = {b for b in BACKENDS if b != BACKEND and item.get_closest_marker(f"{b}_only")}
+        once = BACKEND != "tensorflow" and item.get_closest_marker("backend_independent")
+        (left_out if other or once else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def read_activations(log_dir) -> ReadResult:

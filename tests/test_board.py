@@ -10,6 +10,8 @@ from _cli_support import Board, picture_png, write_log
 
 from tbviz import cli
 
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
+
 STEPS = 12  # more than the 10 steps per image tag TensorBoard keeps by default
 
 

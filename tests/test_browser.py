@@ -6,10 +6,13 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 from _cli_support import DEMO_EPOCHS, Board
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
 
 # Found on PATH, as .ci/run looks for them (`command -v`) before it installs Debian's
 # chromium and chromium-driver: whatever .ci/run accepts, the test uses.

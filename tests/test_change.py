@@ -40,6 +40,7 @@ def test_coarse_shrinks_each_map_to_at_most_the_coarse_size():
     np.testing.assert_allclose(small[:, 0], maps[:, 0:2].mean(axis=1))
 
 
+@pytest.mark.backend_independent
 def test_difference_is_b_minus_a_of_the_normalised_values():
     """Index i stands for i / 253: 0 -> 253 is +1 (red end), equal is the white middle, 253 -> 0 is -1."""
     a = palette_png([[0, 253, 100, metadata.SEPARATOR_INDEX, 7]])
@@ -56,12 +57,14 @@ def test_difference_is_b_minus_a_of_the_normalised_values():
     assert mean == pytest.approx((1 + 1 + 0) / 3)
 
 
+@pytest.mark.backend_independent
 def test_difference_of_pictures_of_other_sizes_is_refused():
     """Pictures of different sizes cannot be compared: a message says why."""
     with pytest.raises(difference.PictureMismatch, match="differ in size"):
         difference.difference_png(palette_png([[1, 2]]), palette_png([[1], [2]]))
 
 
+@pytest.mark.backend_independent
 def test_change_heatmap_has_a_cell_per_layer_and_epoch():
     """The exported heat map: one cell per layer and epoch, brightest for the largest change."""
     layers, steps = ["a", "b"], [0, 5, 10]

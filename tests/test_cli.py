@@ -38,6 +38,7 @@ def test_demo_trains_offline_and_prints_the_commands_to_view_it(demo_log):
     assert sorted(os.listdir(logdir)) == ["activations", "train", "validation"]
 
 
+@pytest.mark.backend_independent
 def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log, tmp_path):
     """`tbviz export` writes per-epoch PNGs, GIFs with a frame per epoch and contact sheets."""
     logdir, _ = demo_log
@@ -76,6 +77,7 @@ def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log
             assert sheet.width == export.LABEL_WIDTH + sum(widths) + (layers + 1) * export.GAP
 
 
+@pytest.mark.backend_independent
 def test_export_layer_filter_scale_and_duration(demo_log, tmp_path, capsys):
     """--layer globs pick layers; --scale and --duration shape the GIFs."""
     logdir, _ = demo_log
@@ -90,6 +92,7 @@ def test_export_layer_filter_scale_and_duration(demo_log, tmp_path, capsys):
         assert gif.info["duration"] == 250
 
 
+@pytest.mark.backend_independent
 def test_every_command_has_help(capsys):
     """`tbviz --help` and each sub-command's --help exit 0 and describe their options."""
     process = run_tbviz("--help")
@@ -111,6 +114,7 @@ def test_every_command_has_help(capsys):
             assert word in text, f"{word!r} missing from 'tbviz {command} --help'"
 
 
+@pytest.mark.backend_independent
 def test_logdir_without_tbviz_images_is_a_one_line_error(tmp_path):
     """Exporting a log dir that has only other runs says so, with exit status 2."""
     write_keras_log(tmp_path / "keras" / "train", "epoch_loss", [0.9, 0.5])
@@ -122,6 +126,7 @@ def test_logdir_without_tbviz_images_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.backend_independent
 def test_corrupted_event_file_exports_what_is_readable_and_warns(tmp_path):
     """A damaged event file: the readable epochs are exported and the file is named."""
     path = write_log(tmp_path / "logs" / "activations", {"conv": (16, 16)}, range(4))
@@ -149,6 +154,7 @@ def small_log(tmp_path) -> Path:
     return tmp_path / "logs"
 
 
+@pytest.mark.backend_independent
 def test_unknown_layer_pattern_lists_the_layers(small_log, tmp_path, capsys):
     """--layer matching nothing: exit 2 and the layers there are."""
     status = cli.main(["export", str(small_log), "--out", str(tmp_path / "out"), "--layer", "dense"])
@@ -160,6 +166,7 @@ def test_unknown_layer_pattern_lists_the_layers(small_log, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.backend_independent
 def test_unwritable_out_is_a_one_line_error(small_log, tmp_path, capsys):
     """--out that is a file (unwritable even for root): exit 2, naming it and why."""
     (tmp_path / "taken").write_text("a file")
@@ -170,6 +177,7 @@ def test_unwritable_out_is_a_one_line_error(small_log, tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.backend_independent
 def test_unknown_run_and_missing_logdir_are_one_line_errors(small_log, tmp_path, capsys):
     """--run naming no run lists the runs; a missing LOGDIR is named."""
     assert cli.main(["export", str(small_log), "--out", str(tmp_path / "o"), "--run", "x"]) == 2
@@ -179,6 +187,7 @@ def test_unknown_run_and_missing_logdir_are_one_line_errors(small_log, tmp_path,
     assert cli.main(["export", str(small_log), "--out", str(tmp_path / "o"), "--run", "activations"]) == 0
 
 
+@pytest.mark.backend_independent
 def test_bad_numbers_are_refused_by_the_parser(capsys):
     """Non-positive --epochs/--scale and bad ports exit 2 with what was received."""
     for argv in (["demo", "--epochs", "0"], ["export", "x", "--out", "y", "--scale", "-1"],

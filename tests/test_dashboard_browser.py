@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from _cli_support import DEMO_EPOCHS, DEMO_LAYERS, run_tbviz, write_log
 from _tensorboard_support import Server
 from selenium import webdriver
@@ -19,6 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tbviz.plugin import PLUGIN_NAME
+
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver, installed by .ci/run

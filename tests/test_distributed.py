@@ -195,6 +195,7 @@ def _assert_same_pictures(log_dir, reference_dir) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """Under MirroredStrategy (CPU split in two) fit() logs every layer, as a single-device run does."""
     processes = {
@@ -212,6 +213,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_multi_worker_only_the_chief_logs(tmp_path):
     """Two MultiWorkerMirroredStrategy workers: only the chief builds and writes, and its images equal a single worker's."""
     single_process = _start("loop-single", tmp_path / "single", tmp_path / "single.json")

@@ -30,6 +30,8 @@ from tbviz.event_file import EventFileWriter
 from tbviz.events import event_files, read_run
 from tbviz.summary import LayerSummaryWriter, encode_palette_png
 
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
+
 PALETTE = np.stack([np.arange(256), 255 - np.arange(256), np.arange(256) // 2], 1).astype(np.uint8)
 
 
@@ -197,6 +199,7 @@ def test_file_cut_by_another_program_is_reported(tmp_path):
     assert len(event_files(str(tmp_path))) == 2
 
 
+@pytest.mark.tensorflow_only
 def test_remote_file_system_is_written_through_tensorflow():
     """A log_dir with a scheme (TensorFlow's ram://) goes through tf.io.gfile; TensorBoard reads it back."""
     import tensorflow as tf

@@ -14,6 +14,8 @@ from PIL import Image
 from tbviz import export
 from tbviz.export import CAPTION_HEIGHT, GAP, HEADER_HEIGHT, LABEL_WIDTH, MIN_FRAME_WIDTH
 
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
+
 LAYERS = {"conv": (30, 20), "outer/inner": (10, 12)}
 STEPS = [0, 1, 2]
 

@@ -136,7 +136,7 @@ def test_normalisation_modes_match_reference(tmp_path, mode):
     seen = []  # the layer's activations at each epoch end, computed independently
     probe_model = keras.Model(inputs, conv.output)
     record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: seen.append(probe_model(probe).numpy())
+        on_epoch_end=lambda epoch, logs: seen.append(keras.ops.convert_to_numpy(probe_model(probe)))
     )
     logger = ActivationLogger(probe, log_dir=tmp_path, layers="conv", normalize=mode,
                               cmap="gray", clip_percentile=0)  # fmt: skip
@@ -188,6 +188,7 @@ def test_nan_activations_are_marked_and_training_goes_on(tmp_path, data, stats):
         assert np.isfinite(result.scalars["mean/linear"][0][1])  # statistics skip the NaN
 
 
+@pytest.mark.tensorflow_only
 def test_side_by_side_with_keras_tensorboard(tmp_path, data):
     """Beside keras.callbacks.TensorBoard(update_freq=1) in the same log_dir, no image is lost."""
     x, y, probe = data

@@ -25,7 +25,6 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import pictures_at, read_activations
 
 from tbviz import ActivationLogger, capture, metadata
@@ -107,7 +106,7 @@ def assert_monotone(gray_cells, values, label=""):
 def output_of(model, path, probe):
     """The layer's output on `probe`, computed with a plain Keras sub-model (no tbviz)."""
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, model.get_layer(path).output)(probe).numpy()
+    return keras.ops.convert_to_numpy(keras.Model(inputs, model.get_layer(path).output)(probe))
 
 
 def batches_until_refused(model, x, y, logger, message):
@@ -370,6 +369,7 @@ def test_channels_first_is_read_from_the_layers(tmp_path, rank):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_missing_nchw_kernel_is_a_clear_warning(tmp_path):
     """Where TensorFlow has no NCHW kernel (oneDNN off), a channels_first model trained under XLA trains on, with one warning naming the layer and why."""
     result_path = tmp_path / "result.json"
@@ -489,9 +489,8 @@ def test_nested_transfer_learning_model(tmp_path):
         samples=2,
     )
     # An inner layer's pictures show that layer's output in the trained model.
-    values = keras.Model(backbone.inputs[0], backbone.get_layer("block_16_expand_relu").output)(
-        x[:2]
-    ).numpy()
+    inner = keras.Model(backbone.inputs[0], backbone.get_layer("block_16_expand_relu").output)
+    values = keras.ops.convert_to_numpy(inner(x[:2]))
     for n, picture in enumerate(pictures_at(result, last, 1)):
         for channel in range(8):  # the first row of tiles
             cell = picture[:3, channel * 4 : channel * 4 + 3, 0]
@@ -575,7 +574,7 @@ def test_subclassed_model_layers_are_captured(tmp_path, images12):
     for path, output in expected.items():
         indices, _, _ = render(output, chosen.options)
         for picture, want in zip(
-            pictures_at(result, path, 1), chosen.options.palette[indices.numpy()], strict=True
+            pictures_at(result, path, 1), chosen.options.palette[keras.ops.convert_to_numpy(indices)], strict=True
         ):
             np.testing.assert_array_equal(picture, want, err_msg=path)
     # Every wrapped `call` was restored.
@@ -646,7 +645,7 @@ def test_run_eagerly_model_is_logged_eagerly(tmp_path, images12):
     result = read_activations(tmp_path)
     assert_logged(result, {"conv": (21, 21)}, samples=2)
     indices, _, _ = render(model.conv(probe), logger.options)
-    expected = logger.options.palette[indices.numpy()]
+    expected = logger.options.palette[keras.ops.convert_to_numpy(indices)]
     for picture, want in zip(pictures_at(result, "conv", 1), expected, strict=True):
         np.testing.assert_array_equal(picture, want)
 
@@ -659,7 +658,8 @@ def test_capture_restores_calls_when_the_model_fails(images12):
     model(probe)
     layers = layer_selection.sublayers(model, recursive=True)
     # 3x3 inputs: stem and block run, then tail/inner_conv's 3x3 kernel meets a 1x1 map.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="output size would be negative"):
+    # Each backend words the failure its own way; Keras says where it happened.
+    with pytest.raises(Exception, match=r"when calling Conv2D\.call\(\)"):
         capture.run(model, layers, np.zeros((2, 3, 3, 3), np.float32))
     assert all("call" not in vars(layer) for layer in layers)
     recorded = capture.run(model, layers, probe)
@@ -681,7 +681,10 @@ def two_input_model(dict_inputs):
     return model
 
 
-@pytest.mark.parametrize("kind", ["list", "dict_by_input_name", "dict_model", "dataset"])
+@pytest.mark.parametrize(
+    "kind",
+    ["list", "dict_by_input_name", "dict_model", pytest.param("dataset", marks=pytest.mark.tensorflow_only)],
+)
 def test_multi_input_probes(tmp_path, images12, kind):
     """A two-input model (list or dict inputs) takes a list, a dict or a tf.data.Dataset of probes."""
     x, y, _ = images12
@@ -689,12 +692,16 @@ def test_multi_input_probes(tmp_path, images12, kind):
     dict_inputs = kind in ("dict_model", "dataset")
     model = two_input_model(dict_inputs)
     data = {"image": x, "meta": meta} if dict_inputs else [x, meta]
-    probe = {
-        "list": [x[:2], meta[:2]],
-        "dict_by_input_name": {"image": x[:2], "meta": meta[:2]},
-        "dict_model": {"meta": meta[:2], "image": x[:2]},
-        "dataset": tf.data.Dataset.from_tensor_slices(({"image": x, "meta": meta}, y)).batch(2),
-    }[kind]
+    if kind == "dataset":
+        import tensorflow as tf
+
+        probe = tf.data.Dataset.from_tensor_slices(({"image": x, "meta": meta}, y)).batch(2)
+    else:
+        probe = {
+            "list": [x[:2], meta[:2]],
+            "dict_by_input_name": {"image": x[:2], "meta": meta[:2]},
+            "dict_model": {"meta": meta[:2], "image": x[:2]},
+        }[kind]
     logger = ActivationLogger(
         probe, log_dir=tmp_path / kind, layers=["conv", "meta_dense", "merge"], **GRAY
     )
@@ -702,15 +709,17 @@ def test_multi_input_probes(tmp_path, images12, kind):
     result = read_activations(tmp_path / kind)
     assert_logged(result, {"conv": (21, 21), "meta_dense": (3, 2), "merge": (5, 2)}, samples=2)
     # The second input reaches its own branch: meta_dense shows the dense output of meta[:2].
-    values = keras.Model(model.inputs, model.get_layer("meta_dense").output)(
-        [x[:2], meta[:2]]
-    ).numpy()
+    meta_dense = keras.Model(model.inputs, model.get_layer("meta_dense").output)
+    values = keras.ops.convert_to_numpy(meta_dense([x[:2], meta[:2]]))
     for n, picture in enumerate(pictures_at(result, "meta_dense", 1)):
         assert_monotone(picture[:, :, 0], values[n].reshape(2, 3), f"sample {n}")
 
 
+@pytest.mark.tensorflow_only
 def test_dataset_probe_is_one_batch_taken_once(tmp_path, images12):
     """A tf.data.Dataset probe is read once, when the logger is made: every epoch pictures that same first batch."""
+    import tensorflow as tf
+
     x, y, _ = images12
     passes = []
 

@@ -18,6 +18,8 @@ from PIL import Image
 from tbviz import ActivationLogger, events, metadata
 from tbviz.plugin import IMAGE_SAMPLES, PLUGIN_NAME
 
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
+
 HOSTILE = "<img src=x onerror=alert(1)>"
 LAYERS = ["conv_a", "pool_a", "conv_b"]
 ROUTE = f"/data/plugin/{PLUGIN_NAME}"

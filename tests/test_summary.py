@@ -9,6 +9,8 @@ from PIL import Image
 from tbviz.pictures import palette
 from tbviz.summary import encode_palette_png
 
+pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
+
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (35, 71), (255, 255), (300, 520)])
 def test_palette_png_round_trip(shape):
