@@ -299,7 +299,7 @@ def _shrink_axis(x: Any, axis: int, new_size: int) -> Any:
     gathered = ops.reshape(gathered, shape)
     weight_shape = [1] * len(shape)
     weight_shape[axis : axis + 2] = [taps, new_size]
-    return ops.sum(gathered * weight.reshape(weight_shape), axis=axis)
+    return ops.sum(gathered * ops.convert_to_tensor(weight.reshape(weight_shape)), axis=axis)
 
 
 def downsample(images: Any, size: tuple[int, int], channels: int | None = None) -> Any:

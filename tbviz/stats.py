@@ -91,7 +91,7 @@ def layer_statistics(
     # Counted by comparison with each bin number: on every backend, inside a jit too, and
     # faster than a segment sum's scattered adds on a CPU.
     counts = ops.sum(
-        ops.cast(bin_of[np.newaxis, :] == np.arange(bins, dtype=np.int32)[:, np.newaxis], "float32"),
+        ops.cast(ops.equal(bin_of[np.newaxis, :], ops.arange(bins, dtype="int32")[:, np.newaxis]), "float32"),
         axis=1,
     )
     zero_fraction = ops.mean(ops.cast(ops.equal(values, 0.0), "float32"))

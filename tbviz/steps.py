@@ -487,4 +487,5 @@ class _TorchStep(Step):
             results = self._forward(
                 lambda: self.model(self.probe, training=False), self.probe, ranges
             )
-            return [tuple(keras.ops.convert_to_numpy(t) for t in result) for result in results]
+            # Not keras.ops.convert_to_numpy: with NumPy 2 it warns (np.array on a tensor).
+            return [tuple(t.detach().cpu().numpy() for t in result) for result in results]

@@ -4,7 +4,8 @@
 
 Run by tests/test_steps.py once per backend, each in its own process (a
 process has one Keras backend); on JAX and PyTorch TensorFlow is made
-unimportable first. Two runs, 3 epochs each, with weights that change a lot
+unimportable first (TBVIZ_TEST_UNIMPORTABLE, set by the test, applied at
+start-up by tests/startup/sitecustomize.py). Two runs, 3 epochs each, with weights that change a lot
 from epoch to epoch (SGD at a large learning rate):
 
 - ``sequential``: a Sequential CNN without ``Input`` (built on its first
@@ -17,8 +18,6 @@ pictured layer's output on the probe, computed directly; and the number of
 times the step's forward pass ran in Python (traced or eager) is counted.
 """
 
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import sys
@@ -26,26 +25,6 @@ import sys
 backend, log_dir, result_path = sys.argv[1:4]
 os.environ["KERAS_BACKEND"] = backend
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if backend != "tensorflow":
-
-    class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        """``import tensorflow`` fails as if it were not installed. (A finder that raises
-        instead would break ``importlib.util.find_spec``, which torch._dynamo calls for
-        TensorFlow on import; ``sys.modules["tensorflow"] = None`` would make Keras'
-        preprocessing layers, which look there, try to use it.)"""
-
-        def find_spec(self, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                return importlib.machinery.ModuleSpec(name, self)
-            return None
-
-        def create_module(self, spec):
-            raise ModuleNotFoundError(f"No module named {spec.name!r} (blocked)", name=spec.name)
-
-        def exec_module(self, module):
-            raise AssertionError("not reached: create_module raises")
-
-    sys.meta_path.insert(0, _NoTensorFlow())
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -12,7 +12,7 @@ except those with one of these markers (pyproject.toml registers them):
 - ``tensorflow_only``: needs TensorFlow itself (``tf.distribute``, ``tf.data``,
   ``tf.io.gfile``, a ``tf.GradientTape`` train step, Keras' own ``TensorBoard``
   callback, a TensorFlow kernel's failure); likewise ``jax_only`` (JAX's own
-  multi-process runtime) and ``torch_only``: run on that backend only;
+  multi-process runtime) and ``torch_only``: run on the backends marked only;
 - ``backend_independent``: does not depend on the backend (event files, the
   plugin, the CLI on logs, the browser, pure-Python arithmetic), so it runs
   once, in the TensorFlow run.
@@ -92,13 +92,13 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leaves out the tests marked for another backend (`<backend>_only`), and on jax and
-    torch those marked backend_independent."""
+    """Leaves out the tests marked for other backends only (`<backend>_only`, one or
+    more), and on jax and torch those marked backend_independent."""
     kept, left_out = [], []
     for item in items:
-        other = {b for b in BACKENDS if b != BACKEND and item.get_closest_marker(f"{b}_only")}
+        only = {b for b in BACKENDS if item.get_closest_marker(f"{b}_only")}
         once = BACKEND != "tensorflow" and item.get_closest_marker("backend_independent")
-        (left_out if other or once else kept).append(item)
+        (left_out if (only and BACKEND not in only) or once else kept).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept

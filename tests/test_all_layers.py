@@ -91,6 +91,8 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
         assert [(s.step, len(s.pngs)) for s in logged] == [(0, 2), (1, 2)], path
     # Shapes: (12,12,3) image; (12,12,8) stem, res_b (after the padding), add, out_relu;
     # (10,10,8) res_a; (6,6,8) pool; (8,) gap; (3,) head: 6 functions for 9 layers.
+    if keras.backend.backend() != "tensorflow":
+        return  # the per-shape functions are how TensorFlow's traced step is built
     graph = logger._step.function.get_concrete_function(logger._step.probe, logger._ranges()).graph
     calls = [
         op

@@ -272,6 +272,7 @@ def _run_jax_processes(
 
 
 @pytest.mark.slow
+@pytest.mark.jax_only  # in the JAX run, where TensorFlow is unimportable in the workers too
 def test_jax_two_processes_only_process_0_logs(tmp_path):
     """keras.distribution.DataParallel on JAX over two CPU processes: process 0 logs what a
     single process logs; process 1 builds no step and writes nothing."""
@@ -302,6 +303,7 @@ def test_jax_two_processes_only_process_0_logs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.jax_only
 def test_jax_weights_sharded_across_processes_turn_logging_off(tmp_path):
     """Under ModelParallel with a kernel split across the two processes, process 0 has no
     whole copy of the weights: it says so once, logging is off, and training goes on."""
@@ -320,6 +322,7 @@ def test_jax_weights_sharded_across_processes_turn_logging_off(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.torch_only
 def test_torch_only_rank_0_logs(tmp_path):
     """Two ranks of a torch.distributed (gloo) group: rank 0 logs, rank 1 builds no step and writes nothing."""
     with socket.socket() as taken:  # the first attempt's port is taken: the start-again path runs

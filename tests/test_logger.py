@@ -338,7 +338,9 @@ def test_probe_shape_mismatch_without_input_costs_one_batch(tmp_path, data):
     x, y, _ = data
     logger = ActivationLogger(np.zeros((2, 10, 10, 1), np.float32), log_dir=tmp_path)
     batches = fit_expecting_error(small_cnn(with_input=False), x, y, logger, "expected shape")
-    assert batches == 1  # raised at the end of the first batch, before a second one
+    # On TensorFlow, raised at the end of the first batch, before a second one; JAX's and
+    # PyTorch's fit() build the model before the callbacks' on_train_begin, so it is raised there.
+    assert batches == (1 if keras.backend.backend() == "tensorflow" else 0)
 
 
 def test_float_probe_for_integer_input_is_refused(tmp_path):
