@@ -308,3 +308,20 @@ def test_options_are_validated(kwargs, message):
     """Bad picture options are refused with the argument's name and the value received."""
     with pytest.raises(ValueError, match=f"{message}.*Received"):
         PictureOptions(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "size, new_size", [(112, 31), (56, 28), (7, 1), (10, 9), (13, 5), (224, 82), (3, 2)]
+)
+def test_downsample_is_the_area_weighted_mean(size, new_size):
+    """Shrinking gives each output pixel the mean of the input pixels it covers, weighted by
+    how much of each it covers (each row of weights sums to 1), along both axes."""
+    weights = pictures.area_weights(size, new_size)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    assert ((weights > 0).sum(axis=1) <= -(-size // new_size) + 1).all()  # a few pixels each
+    x = np.random.default_rng(size).normal(size=(2, size, size + 1, 3)).astype(np.float32)
+    expected = np.einsum(
+        "ih,jw,bhwk->bijk", weights, pictures.area_weights(size + 1, new_size), x.astype(np.float64)
+    )
+    got = to_np(pictures.downsample(x, (new_size, new_size)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
