@@ -286,20 +286,20 @@ def _area_taps(size: int, new_size: int) -> tuple[np.ndarray, np.ndarray]:
 def _shrink_axis(x: Any, axis: int, new_size: int) -> Any:
     """Area-averages `axis` of float32 `x` down to `new_size` pixels (see `_area_taps`).
 
-    One gather of the few input pixels each output pixel covers and a
-    weighted sum: about as much work as reading the input once, where a
-    product with the dense `area_weights` matrix would multiply every
-    output pixel with every input pixel.
+    For each tap, a gather of one input pixel per output pixel, weighted and
+    added up: about as much work as reading the input once, with temporaries
+    the size of the output (a product with the dense `area_weights` matrix
+    would multiply every output pixel with every input pixel; one gather of
+    all taps at once would hold a copy larger than the input).
     """
     index, weight = _area_taps(x.shape[axis], new_size)
-    taps = index.shape[0]
-    gathered = ops.take(x, index.reshape(-1), axis=axis)  # (..., taps * new_size, ...)
-    shape = list(x.shape)
-    shape[axis : axis + 1] = [taps, new_size]
-    gathered = ops.reshape(gathered, shape)
-    weight_shape = [1] * len(shape)
-    weight_shape[axis : axis + 2] = [taps, new_size]
-    return ops.sum(gathered * ops.convert_to_tensor(weight.reshape(weight_shape)), axis=axis)
+    shape = [1] * len(x.shape)
+    shape[axis] = new_size
+    total = None
+    for taps, weights in zip(index, weight, strict=True):
+        term = ops.take(x, taps, axis=axis) * ops.convert_to_tensor(weights.reshape(shape))
+        total = term if total is None else total + term
+    return total
 
 
 def downsample(images: Any, size: tuple[int, int], channels: int | None = None) -> Any:
@@ -307,15 +307,15 @@ def downsample(images: Any, size: tuple[int, int], channels: int | None = None) 
 
     The same numbers on every backend: TensorFlow's ``area`` resizing (see
     `area_weights`), one axis at a time; an axis that keeps its size is left
-    alone. With `channels`, only the first `channels` of K are kept, cut
-    once the first axis has shrunk (a smaller copy than the whole output).
+    alone. With `channels`, only the first `channels` of K are kept (cut
+    first, so that no more than they are copied).
     """
     (height, width), (new_height, new_width) = images.shape[1:3], size
+    if channels is not None and channels < images.shape[3]:
+        images = images[..., :channels]
     images = ops.cast(images, "float32")
     if new_height != height:
         images = _shrink_axis(images, 1, new_height)
-    if channels is not None and channels < images.shape[3]:
-        images = images[..., :channels]
     if new_width != width:
         images = _shrink_axis(images, 2, new_width)
     return images

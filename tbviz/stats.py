@@ -88,12 +88,7 @@ def layer_statistics(
     # Each finite value's bin; the non-finite ones go to an extra bin, dropped.
     bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
     bin_of = ops.cast(ops.where(finite, bin_of, bins), "int32")
-    # Counted by comparison with each bin number: on every backend, inside a jit too, and
-    # faster than a segment sum's scattered adds on a CPU.
-    counts = ops.sum(
-        ops.cast(ops.equal(bin_of[np.newaxis, :], ops.arange(bins, dtype="int32")[:, np.newaxis]), "float32"),
-        axis=1,
-    )
+    counts = _bin_counts(bin_of, bins + 1)[:bins]
     zero_fraction = ops.mean(ops.cast(ops.equal(values, 0.0), "float32"))
     edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
     histogram = ops.stack([edges[:-1], edges[1:], counts], axis=1)
@@ -104,3 +99,20 @@ def layer_statistics(
         "nonfinite": count_nonfinite(x),
         "histogram": histogram,
     }
+
+
+def _bin_counts(bin_of: Any, length: int) -> Any:
+    """How many of `bin_of` (int32, each in ``[0, length)``) are in each bin, float32 ``(length,)``.
+
+    One pass, no temporary beyond the counts. ``bincount`` where Keras can
+    compile it (TensorFlow, PyTorch); under JAX Keras' ``bincount`` has no
+    static length for ``jit``, so a segment sum (which TensorFlow runs about
+    five times slower on a CPU: 1.7 ms for 65,536 values). A comparison
+    with every bin number would be one op on every backend, but holds a
+    ``(length, values)`` temporary: 8 MB a layer.
+    """
+    if keras.backend.backend() == "jax":
+        counts = ops.segment_sum(ops.ones_like(bin_of), bin_of, num_segments=length)
+    else:
+        counts = ops.reshape(ops.bincount(bin_of, minlength=length), [length])
+    return ops.cast(counts, "float32")
