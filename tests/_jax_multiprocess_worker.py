@@ -27,21 +27,13 @@ import sys
 import warnings
 
 import numpy as np
+from _distributed_model import SAMPLES, build_model, data
 
-SAMPLES = 32
 GLOBAL_BATCH = 8
 PROCESSES = 2
 EPOCHS = 2
 PROBES = 3
 LAYERS = ["conv_a", "pool_a", "conv_b", "gap"]
-
-
-def data() -> tuple[np.ndarray, np.ndarray]:
-    """32 random 16x16 one-channel images and 3-class labels, the same in every process."""
-    rng = np.random.default_rng(0)
-    x = rng.random((SAMPLES, 16, 16, 1), dtype=np.float32)
-    y = rng.integers(0, 3, SAMPLES).astype(np.int32)
-    return x, y
 
 
 def local_half(array: np.ndarray, process_id: int) -> np.ndarray:
@@ -83,22 +75,7 @@ def main() -> None:
         )
     elif mode != "single":
         raise SystemExit(f"unknown mode {mode!r}")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((16, 16, 1)),
-            keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
-            keras.layers.MaxPooling2D(name="pool_a"),
-            keras.layers.Conv2D(4, 3, activation="relu", name="conv_b"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(3, activation="softmax", name="head"),
-        ],
-        name="small_cnn",
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.5),
-        loss="sparse_categorical_crossentropy",
-    )
+    model = build_model()
     # Grey: each pixel reads back as its colour level (tests/test_distributed.py).
     probe = data()[0][:PROBES]
     logger = tbviz.ActivationLogger(probe, log_dir=log_dir, layers=LAYERS, cmap="gray")
