@@ -56,6 +56,10 @@ class ActivationLogger(keras.callbacks.Callback):
     writes (a multi-worker ``tf.distribute`` strategy's chief, JAX's process 0,
     PyTorch's rank 0); the others do no logging work.
 
+    It works on Keras' TensorFlow, JAX and PyTorch backends alike, with the
+    same tags, options and pictures; TensorFlow is needed only on its own
+    backend (event files are written without it, see `tbviz.event_file`).
+
     Logging never stops training: a failure while picturing or writing is
     reported as a warning and the next epoch tries again. Mistakes in the
     arguments are reported before training starts (or, for a model whose
