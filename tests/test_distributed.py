@@ -244,12 +244,22 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
     _assert_same_pictures(run / "worker0", tmp_path / "single")
 
 
-def _run_jax_processes(
-    base, mode: str, port: int | None = None, attempts: int = 3
+def _run_two_processes(
+    base,
+    mode: str,
+    port: int | None = None,
+    *,
+    worker: str = "",
+    backend: str = "jax",
+    bind_failure: str = "",
+    attempts: int = 3,
 ) -> dict[str, subprocess.Popen]:
-    """Runs two JAX processes as one run; on a coordinator port taken before process 0
-    bound it, starts again on another. `port` is the first attempt's. Process i writes
-    under ``base/attempt<a>/process<i>``."""
+    """Runs two processes of `worker` (JAX's by default) as one run; when the coordinator
+    port was taken before process 0 bound it (`bind_failure` in its output), starts again
+    on another. `port` is the first attempt's. Process i writes under
+    ``base/attempt<a>/process<i>``."""
+    worker = worker or JAX_WORKER
+    bind_failure = bind_failure or JAX_BIND_FAILURE
     for attempt in range(attempts):
         (port,) = [port] if attempt == 0 and port else _free_ports(1)
         directory = base / f"attempt{attempt}"
@@ -259,14 +269,14 @@ def _run_jax_processes(
                 mode,
                 directory / f"process{i}",
                 directory / f"process{i}.json",
-                worker=JAX_WORKER,
+                worker=worker,
                 arguments=(port, i),
-                backend="jax",
+                backend=backend,
             )
             for i in range(2)
         }
         _wait(processes)
-        if not any(JAX_BIND_FAILURE in _output(p) for p in processes.values() if p.returncode):
+        if not any(bind_failure in _output(p) for p in processes.values() if p.returncode):
             return processes
     return processes
 
@@ -283,7 +293,7 @@ def test_jax_two_processes_only_process_0_logs(tmp_path):
     with socket.socket() as taken:
         taken.bind(("", 0))
         taken.listen()
-        processes = _run_jax_processes(tmp_path, "process", port=taken.getsockname()[1])
+        processes = _run_two_processes(tmp_path, "process", port=taken.getsockname()[1])
     assert JAX_BIND_FAILURE in (tmp_path / "attempt0" / "process0.json.out").read_text()
     _finish({**processes, "single": single_process})
     run = Path(processes["process0"].args[4]).parent
@@ -307,7 +317,7 @@ def test_jax_two_processes_only_process_0_logs(tmp_path):
 def test_jax_weights_sharded_across_processes_turn_logging_off(tmp_path):
     """Under ModelParallel with a kernel split across the two processes, process 0 has no
     whole copy of the weights: it says so once, logging is off, and training goes on."""
-    processes = _run_jax_processes(tmp_path, "sharded")
+    processes = _run_two_processes(tmp_path, "sharded")
     _finish(processes)
     run = Path(processes["process0"].args[4]).parent
     first, second = (json.loads((run / f"process{i}.json").read_text()) for i in range(2))
@@ -328,31 +338,21 @@ def test_torch_only_rank_0_logs(tmp_path):
     with socket.socket() as taken:  # the first attempt's port is taken: the start-again path runs
         taken.bind(("", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        for attempt in range(3):
-            run = tmp_path / f"attempt{attempt}"
-            run.mkdir()
-            ranks = {
-                f"rank{i}": _start(
-                    "rank",
-                    run / f"rank{i}",
-                    run / f"rank{i}.json",
-                    worker=TORCH_WORKER,
-                    arguments=(port, i),
-                    backend="torch",
-                )
-                for i in range(2)
-            }
-            _wait(ranks)
-            if not any(TORCH_BIND_FAILURE in _output(p) for p in ranks.values() if p.returncode):
-                break
-            (port,) = _free_ports(1)
-    assert TORCH_BIND_FAILURE in (tmp_path / "attempt0" / "rank0.json.out").read_text()
+        ranks = _run_two_processes(
+            tmp_path,
+            "rank",
+            port=taken.getsockname()[1],
+            worker=TORCH_WORKER,
+            backend="torch",
+            bind_failure=TORCH_BIND_FAILURE,
+        )
+    assert TORCH_BIND_FAILURE in (tmp_path / "attempt0" / "process0.json.out").read_text()
+    run = Path(ranks["process0"].args[4]).parent
     _finish(ranks)
-    first, second = (json.loads((run / f"rank{i}.json").read_text()) for i in range(2))
+    first, second = (json.loads((run / f"process{i}.json").read_text()) for i in range(2))
     assert first == {"rank": 0, "active": True, "built": True}
     assert second == {"rank": 1, "active": False, "built": False}
-    assert not any((run / "rank1").rglob("*"))  # not one file, wherever
-    result = read_activations(run / "rank0")
+    assert not any((run / "process1").rglob("*"))  # not one file, wherever
+    result = read_activations(run / "process0")
     assert not result.problems
     assert [s.step for s in result.images[metadata.tag(metadata.IMAGE, "conv")]] == [0, 1]
