@@ -434,7 +434,7 @@ class ActivationLogger(keras.callbacks.Callback):
             if self.options.normalize == "fixed" and not np.isfinite(self._fixed_ranges[i][0]):
                 self._fixed_ranges[i] = (float(lo), float(hi))
             stats = {"nonfinite": nonfinite}
-            if len(numbers) > 3:  # see `tbviz.summarize.summarize_layer` for the layout
+            if len(numbers) > 3:  # see `tbviz.summarize.finish_layer` for the layout
                 stats.update(zip(metadata.SCALAR_KINDS, numbers[3:6], strict=True))
                 stats["histogram"] = numbers[6:].reshape(HISTOGRAM_BINS, 3)
             stats[metadata.CHANGE] = self._change(entry.path, coarse)

@@ -21,10 +21,14 @@ from tbviz.pictures import downsample
 _TINY = 1e-12
 
 
-def coarse(maps: Any) -> Any:
-    """Shrinks float maps ``(N, h, w, M)`` by area averaging to at most ``COARSE_SIZE`` a side."""
+def coarse(maps: Any, *, finite: Any = None) -> Any:
+    """Shrinks float maps ``(N, h, w, M)`` by area averaging to at most ``COARSE_SIZE`` a side.
+
+    `finite`: whether the maps may hold NaN/Inf (see `tbviz.pictures.when_finite`).
+    """
     h, w = maps.shape[1], maps.shape[2]
-    return downsample(maps, (min(h, metadata.COARSE_SIZE), min(w, metadata.COARSE_SIZE)))
+    size = (min(h, metadata.COARSE_SIZE), min(w, metadata.COARSE_SIZE))
+    return downsample(maps, size, finite=finite)
 
 
 def relative_change(current: np.ndarray, previous: np.ndarray) -> float | None:

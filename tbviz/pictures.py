@@ -126,6 +126,14 @@ def _layout(
     return None
 
 
+def map_grid(shape: tuple, *, channels_first: bool = False, max_channels: int = 64) -> tuple[int, int]:
+    """The ``(rows, cols)`` grid `to_maps` lays out the maps of an output of `shape` (no batch axis) in."""
+    layout = _layout(shape, channels_first, max_channels)
+    if layout is None:
+        raise ValueError(f"Expected a layer output of known shape. Received: shape={tuple(shape)}")
+    return layout[1]
+
+
 def _cell_size(
     layout: tuple, max_size: int | None, padding: int
 ) -> tuple[int, int]:
@@ -270,55 +278,79 @@ def area_weights(size: int, new_size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _area_taps(size: int, new_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`area_weights` as taps: ``(index, weight)``, each ``(taps, new_size)``, such that
-    output pixel ``i`` is ``sum_k weight[k, i] * input[index[k, i]]`` (a pixel covers
-    at most ``ceil(size / new_size) + 1`` input pixels)."""
-    weights = area_weights(size, new_size)
-    first = np.argmax(weights > 0, axis=1)
-    taps = int((weights > 0).sum(axis=1).max())
-    index = np.minimum(first[np.newaxis, :] + np.arange(taps)[:, np.newaxis], size - 1)
-    weight = np.take_along_axis(weights, index.T, axis=1).T
-    weight[first[np.newaxis, :] + np.arange(taps)[:, np.newaxis] >= size] = 0.0
-    return index.astype(np.int32), weight.astype(np.float32)
+def _area_matrix(size: int, new_size: int) -> np.ndarray:
+    return area_weights(size, new_size)
 
 
 def _shrink_axis(x: Any, axis: int, new_size: int) -> Any:
-    """Area-averages `axis` of float32 `x` down to `new_size` pixels (see `_area_taps`).
+    """Area-averages `axis` (1 or 2) of float32 ``(B, H, W, K)`` `x` down to `new_size` pixels.
 
-    For each tap, a gather of one input pixel per output pixel, weighted and
-    added up: about as much work as reading the input once, with temporaries
-    the size of the output (a product with the dense `area_weights` matrix
-    would multiply every output pixel with every input pixel; one gather of
-    all taps at once would hold a copy larger than the input).
+    One batched matrix product with the `area_weights`, on a reshaped view of
+    `x` (no transposed copy): ``(new_size, H) @ (B, H, W * K)``, or
+    ``(new_size, W) @ (B * H, W, K)``. Each output pixel multiplies every
+    input pixel of its line, most of them by 0, but one product runs faster
+    than the few gathers, products and sums of only the pixels each output
+    pixel covers (3 to 14 of them at the shrink factors of 2 to 12 of a
+    layer's maps): 0.14 vs 1.5 ms for ``(8, 112, 112, 32)`` to 9 x 9 on 2
+    cores, 3.4 vs 7.8 ms to 63 x 63 (``(8, 112, 112, 64)``).
     """
-    index, weight = _area_taps(x.shape[axis], new_size)
-    shape = [1] * len(x.shape)
-    shape[axis] = new_size
-    total = None
-    for taps, weights in zip(index, weight, strict=True):
-        term = ops.take(x, taps, axis=axis) * ops.convert_to_tensor(weights.reshape(shape))
-        total = term if total is None else total + term
-    return total
+    weights = ops.convert_to_tensor(_area_matrix(x.shape[axis], new_size))
+    b, h, w, k = x.shape
+    if axis == 1:
+        return ops.reshape(ops.matmul(weights, ops.reshape(x, [b, h, w * k])), [b, new_size, w, k])
+    return ops.reshape(ops.matmul(weights, ops.reshape(x, [b * h, w, k])), [b, h, new_size, k])
 
 
-def downsample(images: Any, size: tuple[int, int], channels: int | None = None) -> Any:
+def downsample(
+    images: Any, size: tuple[int, int], channels: int | None = None, *, finite: Any = None
+) -> Any:
     """Shrinks ``(B, H, W, K)`` to ``(B, *size, K)`` float32 by area averaging.
 
     The same numbers on every backend: TensorFlow's ``area`` resizing (see
     `area_weights`), one axis at a time; an axis that keeps its size is left
     alone. With `channels`, only the first `channels` of K are kept (cut
-    first, so that no more than they are copied).
+    first, so that no more than they are copied). A shrunk pixel is NaN if
+    any input pixel it covers is NaN or infinite, and only then.
+
+    `finite` says whether `images` may hold NaN/Inf (see `when_finite`): a
+    matrix product spreads one NaN along its whole line, so then the
+    non-finite pixels are shrunk as a mask of their own.
     """
     (height, width), (new_height, new_width) = images.shape[1:3], size
     if channels is not None and channels < images.shape[3]:
         images = images[..., :channels]
     images = ops.cast(images, "float32")
-    if new_height != height:
-        images = _shrink_axis(images, 1, new_height)
-    if new_width != width:
-        images = _shrink_axis(images, 2, new_width)
-    return images
+
+    def shrink(x: Any) -> Any:
+        if new_height != height:
+            x = _shrink_axis(x, 1, new_height)
+        if new_width != width:
+            x = _shrink_axis(x, 2, new_width)
+        return x
+
+    if (new_height, new_width) == (height, width):
+        return images
+
+    def masked() -> Any:
+        bad = ops.logical_not(ops.isfinite(images))
+        shrunk = shrink(ops.where(bad, 0.0, images))
+        return ops.where(shrink(ops.cast(bad, "float32")) > 0.0, np.nan, shrunk)
+
+    return when_finite(finite, images, lambda: shrink(images), masked)
+
+
+def when_finite(finite: Any, x: Any, lean: Any, careful: Any) -> Any:
+    """``lean()`` if `x` holds no NaN/Inf, else ``careful()``.
+
+    `finite`: True or False when the caller knows; a boolean scalar tensor
+    (the check made once for a whole layer, see `tbviz.summarize`), which
+    picks a branch at run time; None to check `x` here (one sum).
+    """
+    if finite is None:
+        finite = _all_finite(x)
+    if isinstance(finite, bool):
+        return lean() if finite else careful()
+    return ops.cond(finite, lean, careful)
 
 
 def to_maps(
@@ -328,6 +360,7 @@ def to_maps(
     max_channels: int = 64,
     max_size: int | None = None,
     padding: int = 1,
+    finite: Any = None,
 ) -> tuple[Any, tuple[int, int]]:
     """Turns a layer output of rank 2 to 5 into float32 maps ``(N, h, w, M)`` and a grid shape.
 
@@ -346,6 +379,8 @@ def to_maps(
             ``max_size x max_size`` pixels; None: maps keep their size.
             Defaults to `None`.
         padding: separator width the grid will get. Defaults to `1`.
+        finite: whether `x` may hold NaN/Inf, see `when_finite`. Defaults to
+            `None` (checked).
     """
     x = ops.convert_to_tensor(x)
     rank = len(x.shape)
@@ -356,7 +391,8 @@ def to_maps(
     n = x.shape[0]
 
     def shrink(images: Any, grid: tuple[int, int]) -> Any:
-        return downsample(images, tile_size(tuple(images.shape[1:3]), grid, max_size=max_size, padding=padding))
+        size = tile_size(tuple(images.shape[1:3]), grid, max_size=max_size, padding=padding)
+        return downsample(images, size, finite=finite)
 
     if rank == 2:  # (N, units): one block of unit intensities
         rows, cols = block_shape(x.shape[1])
@@ -366,13 +402,14 @@ def to_maps(
         strip = ops.expand_dims(strip, -1)
         # Each axis shrinks on its own: a long sequence must not squeeze its channels away.
         limit = max_size or max(strip.shape[1:3])
-        return downsample(strip, (min(strip.shape[1], limit), min(strip.shape[2], limit))), (1, 1)
+        size = (min(strip.shape[1], limit), min(strip.shape[2], limit))
+        return downsample(strip, size, finite=finite), (1, 1)
     if rank == 4:  # one map per channel
         channels = min(x.shape[1] if channels_first else x.shape[3], max_channels)
         grid = grid_shape(channels)
         if not channels_first:
             size = tile_size(tuple(x.shape[1:3]), grid, max_size=max_size, padding=padding)
-            return downsample(x, size, channels=channels), grid
+            return downsample(x, size, channels=channels, finite=finite), grid
         x = x[:, :channels]
         small = shrink(ops.reshape(x, [n * channels, x.shape[2], x.shape[3], 1]), grid)
         small = ops.reshape(small, [n, channels, small.shape[1], small.shape[2]])
@@ -421,7 +458,7 @@ def _all_finite(x: Any) -> Any:
     return ops.all(ops.isfinite(ops.sum(ops.cast(x, "float32"))))
 
 
-def _finite_min_max(x: Any, axis: Any) -> tuple[Any, Any]:
+def _finite_min_max(x: Any, axis: Any, finite: Any = None) -> tuple[Any, Any]:
     """Min and max of the finite values of `x` along `axis`; (0, 0) where there are none."""
 
     def careful() -> tuple[Any, Any]:
@@ -431,12 +468,10 @@ def _finite_min_max(x: Any, axis: Any) -> tuple[Any, Any]:
         hi = ops.max(ops.where(finite, x, -np.inf), axis=axis)
         return ops.where(empty, 0.0, lo), ops.where(empty, 0.0, hi)
 
-    return ops.cond(
-        _all_finite(x), lambda: (ops.min(x, axis=axis), ops.max(x, axis=axis)), careful
-    )
+    return when_finite(finite, x, lambda: (ops.min(x, axis=axis), ops.max(x, axis=axis)), careful)
 
 
-def _finite_quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
+def _finite_quantiles(rows: Any, low: float, high: float, finite: Any = None) -> tuple[Any, Any]:
     """Nearest-rank quantiles of the finite values of each row of ``(B, K)``.
 
     Rows with no finite value give (0, 0). When every value is finite (the
@@ -444,7 +479,7 @@ def _finite_quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
     values of each row are sorted.
     """
     if low == 0.0 and high == 1.0:
-        return _finite_min_max(rows, axis=-1)
+        return _finite_min_max(rows, axis=-1, finite=finite)
 
     def sorted_quantiles() -> tuple[Any, Any]:
         finite = ops.isfinite(rows)
@@ -459,11 +494,16 @@ def _finite_quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
         empty = count == 0
         return ops.where(empty, 0.0, at(low)), ops.where(empty, 0.0, at(high))
 
-    return ops.cond(_all_finite(rows), lambda: _quantiles(rows, low, high), sorted_quantiles)
+    return when_finite(finite, rows, lambda: _quantiles(rows, low, high), sorted_quantiles)
 
 
 def value_range(
-    maps: Any, *, per_map: bool, clip_percentile: float = 0.0, symmetric: bool = False
+    maps: Any,
+    *,
+    per_map: bool,
+    clip_percentile: float = 0.0,
+    symmetric: bool = False,
+    finite: Any = None,
 ) -> tuple[Any, Any]:
     """Returns float32 ``(lo, hi)`` broadcastable against maps ``(N, h, w, M)``.
 
@@ -477,17 +517,19 @@ def value_range(
             (nearest rank); 0 takes the minimum and maximum. Defaults to `0.0`.
         symmetric: widen the range to ``[-m, m]``, ``m = max(|lo|, |hi|)``, so
             that 0 sits in the middle of a diverging colour map. Defaults to `False`.
+        finite: whether `maps` may hold NaN/Inf, see `when_finite`. Defaults
+            to `None` (checked).
     """
     maps = ops.cast(maps, "float32")
     low, high = clip_percentile / 100.0, 1.0 - clip_percentile / 100.0
     n, h, w, m = maps.shape
     if per_map and clip_percentile == 0.0:  # min and max of each map: no copy needed
-        lo, hi = _finite_min_max(ops.reshape(maps, [n, h * w, m]), axis=1)
+        lo, hi = _finite_min_max(ops.reshape(maps, [n, h * w, m]), axis=1, finite=finite)
     elif per_map:  # each map's values in a row, to rank them
         rows = ops.reshape(ops.transpose(maps, [0, 3, 1, 2]), [n * m, h * w])
-        lo, hi = _finite_quantiles(rows, low, high)
+        lo, hi = _finite_quantiles(rows, low, high, finite)
     else:
-        lo, hi = _finite_quantiles(ops.reshape(maps, [1, -1]), low, high)
+        lo, hi = _finite_quantiles(ops.reshape(maps, [1, -1]), low, high, finite)
     if symmetric:
         hi = ops.maximum(ops.abs(lo), ops.abs(hi))
         lo = -hi
@@ -529,13 +571,15 @@ def palette(name: str) -> np.ndarray:
     return np.concatenate([levels, [SEPARATOR_COLOR, NONFINITE_COLOR]]).astype(np.uint8)
 
 
-def quantize(unit: Any) -> Any:
+def quantize(unit: Any, *, finite: bool = False) -> Any:
     """[0, 1] to uint8 levels ``floor(v * (LEVELS - 1) + 0.5)``; NaN/Inf to `NONFINITE_INDEX`.
 
-    Values below 0 or above 1 get the first or last level.
+    Values below 0 or above 1 get the first or last level. With `finite`
+    (the caller knows there is no NaN/Inf) they are not looked for.
     """
-    level = ops.floor(unit * (LEVELS - 1) + 0.5)
-    level = ops.where(ops.isfinite(level), ops.clip(level, 0.0, LEVELS - 1.0), NONFINITE_INDEX)
+    level = ops.clip(ops.floor(unit * (LEVELS - 1) + 0.5), 0.0, LEVELS - 1.0)
+    if not finite:
+        level = ops.where(ops.isfinite(unit), level, NONFINITE_INDEX)
     return ops.cast(level, "uint8")
 
 
@@ -622,19 +666,37 @@ def render(
         max_size=options.max_size,
         padding=options.padding,
     )
-    lo, hi = value_range(
-        maps,
-        per_map=options.normalize == "map",
-        clip_percentile=options.clip_percentile,
-        symmetric=options.symmetric,
-    )
-    if options.normalize == "fixed" and fixed_range is not None:
-        fixed_lo, fixed_hi = (ops.cast(v, "float32") for v in fixed_range)
-        known = ops.logical_and(ops.isfinite(fixed_lo), ops.isfinite(fixed_hi))
-        lo, hi = ops.where(known, fixed_lo, lo), ops.where(known, fixed_hi, hi)
-    pictures = tile(quantize(normalize(maps, lo, hi)), grid, padding=options.padding)
+    pictures, lo, hi = render_maps(maps, grid, options, fixed_range=fixed_range)
     if with_coarse:
         from tbviz.change import coarse
 
         return pictures, lo, hi, coarse(maps)
     return pictures, lo, hi
+
+
+def render_maps(
+    maps: Any,
+    grid: tuple[int, int],
+    options: PictureOptions,
+    *,
+    fixed_range: tuple[Any, Any] | None = None,
+    finite: bool | None = None,
+) -> tuple[Any, Any, Any]:
+    """`render` after `to_maps`: maps ``(N, h, w, M)`` in a grid -> ``(pictures, lo, hi)``.
+
+    `finite`: True when the caller knows that the maps hold no NaN/Inf (then
+    none are looked for), False when they may; None to check.
+    """
+    lo, hi = value_range(
+        maps,
+        per_map=options.normalize == "map",
+        clip_percentile=options.clip_percentile,
+        symmetric=options.symmetric,
+        finite=finite,
+    )
+    if options.normalize == "fixed" and fixed_range is not None:
+        fixed_lo, fixed_hi = (ops.cast(v, "float32") for v in fixed_range)
+        known = ops.logical_and(ops.isfinite(fixed_lo), ops.isfinite(fixed_hi))
+        lo, hi = ops.where(known, fixed_lo, lo), ops.where(known, fixed_hi, hi)
+    indices = quantize(normalize(maps, lo, hi), finite=finite is True)
+    return tile(indices, grid, padding=options.padding), lo, hi

@@ -2,16 +2,18 @@
 
 In ``keras.ops``, like `tbviz.pictures`: the same numbers on every backend.
 
-Exact for a layer of up to `MAX_VALUES` (65,536) activations over the probe
+Exact for a layer of up to `MAX_VALUES` (16,384) activations over the probe
 batch. A larger layer is summarised from an evenly strided sample of at most
 that many values, whose stride shares no factor with any dimension of the
-output, so every channel and every position is represented; the error of a
-mean or a fraction from that many values is well under one percent. The cap
-keeps the statistics from costing more than the pictures, in time (reading a
-ResNet's full activations several times over took as long as its forward
-pass) and in memory (each statistic's temporary copy is of the sample, at
-most 256 KB, and they are made one after another). The NaN/Inf count always
-covers every activation."""
+output, so every channel and every position is represented; a mean from that
+many values is off by about 1/128 of the standard deviation (0.6 % of the
+mean of a ReLU layer's 524,288 values in the tests), a fraction by at most
+0.4 percentage points. The cap keeps the statistics from costing more than
+the pictures, in time (reading a ResNet's full activations several times
+over took as long as its forward pass; with 153 layers, a sample of 65,536
+values instead made MobileNetV2's logging step about 10 % slower) and in
+memory (the sample and each statistic's temporary copy of it are 64 KB). The
+NaN/Inf count always covers every activation."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import numpy as np
 from keras import ops
 
 HISTOGRAM_BINS = 30
-MAX_VALUES = 2**16
+MAX_VALUES = 2**14
 
 
 def sample_stride(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
@@ -73,31 +75,62 @@ def layer_statistics(
     (a value at or past an end is counted in the end bin).
     Non-finite values are left out of every statistic but ``nonfinite``.
     """
+    return {
+        **sample_statistics(sample(x, max_values), bins=bins),
+        "nonfinite": count_nonfinite(x),
+    }
+
+
+def sample(x: Any, max_values: int = MAX_VALUES) -> Any:
+    """The values `layer_statistics` summarises: `x` flattened, every `sample_stride`-th, float32."""
     x = ops.convert_to_tensor(x)
-    values = ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
-    finite = ops.isfinite(values)
-    count = ops.sum(ops.cast(finite, "float32"))
-    divisor = ops.maximum(count, 1.0)
-    mean = ops.sum(ops.where(finite, values, 0.0)) / divisor
-    lo = ops.where(count > 0, ops.min(ops.where(finite, values, np.inf)), 0.0)
-    hi = ops.where(count > 0, ops.max(ops.where(finite, values, -np.inf)), 0.0)
-    variance = ops.sum(ops.where(finite, ops.square(values - mean), 0.0)) / divisor
-    # A constant layer still gets a visible bin of width 1 around its value.
-    width = ops.where(hi > lo, hi - lo, 1.0)
-    left = ops.where(hi > lo, lo, lo - 0.5)
-    # Each finite value's bin; the non-finite ones go to an extra bin, dropped.
-    bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
-    bin_of = ops.cast(ops.where(finite, bin_of, bins), "int32")
-    counts = _bin_counts(bin_of, bins + 1)[:bins]
-    zero_fraction = ops.mean(ops.cast(ops.equal(values, 0.0), "float32"))
-    edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
-    histogram = ops.stack([edges[:-1], edges[1:], counts], axis=1)
+    return ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
+
+
+def sample_statistics(
+    values: Any, *, bins: int = HISTOGRAM_BINS, finite: Any = None
+) -> dict[str, Any]:
+    """`layer_statistics` but ``nonfinite``, of float32 `values` ``(count,)`` (see `sample`).
+
+    `finite`: whether `values` may hold NaN/Inf (see
+    `tbviz.pictures.when_finite`); without any, no masks are needed.
+    """
+    from tbviz.pictures import when_finite
+
+    def histogram(lo: Any, hi: Any, keep: Any = None) -> Any:
+        # A constant layer still gets a visible bin of width 1 around its value.
+        width = ops.where(hi > lo, hi - lo, 1.0)
+        left = ops.where(hi > lo, lo, lo - 0.5)
+        # Each value's bin, a value at or past an end in the end bin; values not kept go
+        # to an extra bin past the last, dropped.
+        bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
+        if keep is not None:
+            bin_of = ops.where(keep, bin_of, bins)
+        counts = _bin_counts(ops.cast(bin_of, "int32"), bins + 1)[:bins]
+        edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
+        return ops.stack([edges[:-1], edges[1:], counts], axis=1)
+
+    def lean() -> tuple[Any, Any, Any]:
+        mean = ops.mean(values)
+        variance = ops.mean(ops.square(values - mean))
+        return mean, variance, histogram(ops.min(values), ops.max(values))
+
+    def careful() -> tuple[Any, Any, Any]:
+        finite = ops.isfinite(values)
+        count = ops.sum(ops.cast(finite, "float32"))
+        divisor = ops.maximum(count, 1.0)
+        mean = ops.sum(ops.where(finite, values, 0.0)) / divisor
+        lo = ops.where(count > 0, ops.min(ops.where(finite, values, np.inf)), 0.0)
+        hi = ops.where(count > 0, ops.max(ops.where(finite, values, -np.inf)), 0.0)
+        variance = ops.sum(ops.where(finite, ops.square(values - mean), 0.0)) / divisor
+        return mean, variance, histogram(lo, hi, finite)
+
+    mean, variance, counted = when_finite(finite, values, lean, careful)
     return {
         "mean": mean,
         "std": ops.sqrt(variance),
-        "zero_fraction": zero_fraction,
-        "nonfinite": count_nonfinite(x),
-        "histogram": histogram,
+        "zero_fraction": ops.mean(ops.cast(ops.equal(values, 0.0), "float32")),
+        "histogram": counted,
     }
 
 

@@ -3,16 +3,17 @@
 This is the one module with code for a particular Keras backend. Everything
 the step does is the same on every backend and written once here (`Step._forward`):
 the selected layers' ``call`` is wrapped (`tbviz.capture.recording`), each
-layer's output is summarised the moment the layer returns it
-(`tbviz.summarize.summarize_layer`: pictures, numbers, coarse maps), an input
+layer's output is summarised the moment the layer returns it (`tbviz.summarize`:
+the part that reads the output, then pictures, numbers, coarse maps), an input
 of the model is summarised from the probe itself, and the layers' call counts
 are checked against the model's graph. Only how that forward pass is compiled
 and run differs, each backend the way its own Keras trainer runs a step:
 
 - TensorFlow: a ``tf.function`` (or eagerly for a model compiled with
-  ``run_eagerly=True``), each layer's summary behind a control dependency so
-  the model goes on only once its summary is made, and one non-inlined
-  function per distinct layer output when output shapes repeat (`_summarizer`).
+  ``run_eagerly=True``). The model goes on with a layer's output only once
+  the part of its summary that reads it is done (a control dependency); the
+  rest runs beside the forward pass. When output shapes repeat, each part is
+  a call of a non-inlined function traced once per kind of layer (`_function`).
 - JAX: one ``jax.jit`` of a pure function of the weights, the probe and the
   fixed ranges that calls ``model.stateless_call``. The weights are arguments
   on every call (closed-over weights would be baked into the compiled step
@@ -42,10 +43,10 @@ import numpy as np
 from tbviz import capture
 from tbviz import layers as layer_selection
 from tbviz.pictures import PictureOptions
-from tbviz.summarize import summarize_layer
+from tbviz.summarize import Reduced, finish_layer, grid_of, reduce_layer
 
 # What the step returns for one layer: pictures (N, H, W) uint8, numbers float32
-# (see `tbviz.summarize.summarize_layer` for their layout), coarse maps float32.
+# (see `tbviz.summarize.finish_layer` for their layout), coarse maps float32.
 LayerResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -55,16 +56,23 @@ class StepUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Summary:
-    """How one selected layer's output is summarised: `summarize_layer`'s other arguments."""
+    """How one selected layer's output is summarised (see `tbviz.summarize`)."""
 
     options: PictureOptions
     channels_first: bool
     wants_stats: bool
 
-    def __call__(self, output: Any, fixed_range: Any) -> tuple[Any, Any, Any]:
-        return summarize_layer(
-            output, fixed_range, self.options, self.channels_first, self.wants_stats
-        )
+    def reduce(self, output: Any) -> Reduced:
+        """The part that reads the full output; the model waits for it."""
+        return reduce_layer(output, self.options, self.channels_first, self.wants_stats)
+
+    def finish(self, reduced: Reduced, fixed_range: Any, grid: tuple[int, int]) -> tuple:
+        """The rest, from what `reduce` kept: pictures, numbers, coarse maps."""
+        return finish_layer(reduced, fixed_range, self.options, grid, self.wants_stats)
+
+    def grid(self, output: Any) -> tuple[int, int]:
+        """The grid of the pictures of `output` (with its batch axis)."""
+        return grid_of(tuple(output.shape[1:]), self.options, self.channels_first)
 
 
 class Step:
@@ -94,43 +102,48 @@ class Step:
         """Runs the step; `fixed_ranges` is ``(layers, 2)`` float32 (NaN where not fixed yet)."""
         raise NotImplementedError
 
-    def _summarize(self, i: int, output: Any, fixed_range: Any) -> tuple:
-        """Layer i's summary (see `tbviz.summarize.summarize_layer`)."""
-        return self.summaries[i](output, fixed_range)
-
     def _forward(
         self,
         call_model: Callable[[], Any],
         probe: Any,
         fixed_ranges: Any,
-        summarize: Callable[[int, Any, Any], tuple] | None = None,
-        after: Callable[[Any, tuple], Any] | None = None,
+        reduce: Callable[[int, Any], Reduced] | None = None,
+        finish: Callable[[int, Reduced, Any, tuple[int, int]], tuple] | None = None,
+        after: Callable[[Any, Reduced], Any] | None = None,
     ) -> list[tuple]:
         """One forward pass (`call_model`, on `probe`) with each selected layer summarised as it returns.
 
         This is the step on every backend; each backend's `Step` only says how
-        it is compiled and run. `summarize(i, output, fixed_range)` makes layer
-        i's summary (by default `_summarize`); `after(output, summary)` returns
-        what the model goes on with (by default the output itself). Raises if
-        a selected layer did not run, or a tapped layer ran a different number
-        of times than the model's graph says.
+        it is compiled and run. Layer i's summary is ``finish(i, reduce(i,
+        output), fixed_range, grid)`` (by default its `Summary`'s);
+        ``after(output, reduced)`` returns what the model goes on with (by
+        default the output itself). Raises if a selected layer did not run,
+        or a tapped layer ran a different number of times than the model's
+        graph says.
         """
-        summarize = summarize or self._summarize
+        reduce = reduce or (lambda i, output: self.summaries[i].reduce(output))
+        finish = finish or (lambda i, *arguments: self.summaries[i].finish(*arguments))
         selected, expected_calls = self.selected, self.expected_calls
         results: dict[int, tuple] = {}
         ranges = keras.ops.unstack(fixed_ranges, num=len(selected), axis=0)
         flat_probe = keras.tree.flatten(probe)
         index = {e.key: i for i, e in enumerate(selected)}
+
+        def summarize(i: int, output: Any) -> Reduced:
+            reduced = reduce(i, output)
+            results[i] = finish(i, reduced, ranges[i], self.summaries[i].grid(output))
+            return reduced
+
         for i, entry in enumerate(selected):  # an input's picture: the probe as the model sees it
             if entry.input_index is not None:
-                results[i] = summarize(i, flat_probe[entry.input_index], ranges[i])
+                summarize(i, flat_probe[entry.input_index])
 
         def tap(layer: keras.layers.Layer, call: int, output: Any) -> Any:
             i = index.get((id(layer), call))
             if i is None:  # a call of a shared layer that is not selected
                 return output
-            results[i] = summarize(i, output, ranges[i])
-            return output if after is None else after(output, results[i])
+            reduced = summarize(i, output)
+            return output if after is None else after(output, reduced)
 
         tapped = [e.layer for e in selected if e.input_index is None]
         with capture.recording(tapped, tap=tap) as recorded:
@@ -241,34 +254,63 @@ class _TensorFlowStep(Step):
 
         super().__init__(*arguments)
         # In the traced step, when layers share an output shape, layout and options, each
-        # layer is summarised by one function per (shape, dtype, summary), see `_summarizer`.
-        # When none do (a few layers, say the default's on a small CNN), they are summarised
-        # inline: the functions' runtime would only add memory (about 2 MB).
+        # layer's two parts are calls of two functions traced once per (shape, dtype,
+        # summary), see `_function`. When none do (a few layers, say the default's on a
+        # small CNN), they are inline: the functions' runtime would only add memory (about
+        # 2 MB).
         kinds = Counter((e.shape, s) for e, s in zip(self.selected, self.summaries, strict=True))
         inline = eager or len(kinds) == len(self.selected)
-        summarizers: dict[tuple, Any] = {}
+        functions: dict[tuple, Any] = {}
 
-        def summarize(i: int, output: Any, fixed_range: Any) -> tuple:
+        def reduce(i: int, output: Any) -> Reduced:
             summary = self.summaries[i]
             if inline:
-                return summary(output, fixed_range)
-            key = (tuple(output.shape), output.dtype, summary)
-            if key not in summarizers:
-                summarizers[key] = _summarizer(output, summary)
-            return summarizers[key](output, fixed_range)
+                return summary.reduce(output)
+            key = ("reduce", summary, tuple(output.shape), output.dtype)
+            if key not in functions:
+                functions[key] = _function(summary.reduce, output)
+            return Reduced(*functions[key](output))
 
-        def after(output: Any, summary: tuple) -> Any:
-            # The model goes on with a layer's output only once its summary is made, so a
-            # layer's full activation is freed as soon as the model is done with it, as in
-            # a bare forward pass, instead of every selected activation waiting for the end.
+        def finish(i: int, reduced: Reduced, fixed_range: Any, grid: tuple[int, int]) -> tuple:
+            summary = self.summaries[i]
+            if inline:
+                return summary.finish(reduced, fixed_range, grid)
+            # One function for all layers whose maps are alike: the statistics' sample
+            # may have any length (it differs from layer to layer).
+            key = ("finish", summary, grid, tuple(reduced.maps.shape))
+            if key not in functions:
+
+                def finish_layer(maps: Any, values: Any, nonfinite: Any, fixed_range: Any) -> tuple:
+                    return summary.finish(Reduced(maps, values, nonfinite), fixed_range, grid)
+
+                functions[key] = _function(
+                    finish_layer,
+                    reduced.maps,
+                    tf.TensorSpec([None], reduced.sample.dtype),
+                    reduced.nonfinite,
+                    fixed_range,
+                )
+            return functions[key](*reduced, fixed_range)
+
+        def after(output: Any, reduced: Reduced) -> Any:
+            # The model goes on with a layer's output only once the part of its summary
+            # that reads it is done, so a layer's full activation is freed as soon as the
+            # model is done with it, as in a bare forward pass, instead of every selected
+            # activation waiting for the end. What is left to do from there (`finish`),
+            # on small tensors, runs beside the rest of the forward pass.
             if tf.executing_eagerly():
                 return output
-            with tf.control_dependencies(tf.nest.flatten(summary)):
+            with tf.control_dependencies(tf.nest.flatten(reduced)):
                 return tf.nest.map_structure(tf.identity, output)
 
         def step(probe: Any, fixed_ranges: Any) -> list[tuple]:
             return self._forward(
-                lambda: self.model(probe, training=False), probe, fixed_ranges, summarize, after
+                lambda: self.model(probe, training=False),
+                probe,
+                fixed_ranges,
+                reduce,
+                finish,
+                after,
             )
 
         self.function = step if eager else tf.function(step, reduce_retracing=True, autograph=False)
@@ -278,25 +320,25 @@ class _TensorFlowStep(Step):
         return [tuple(t.numpy() for t in result) for result in results]
 
 
-def _summarizer(output: Any, summary: Summary) -> Any:
-    """`summary` as a ``tf.function`` traced once for every layer output of this shape and dtype.
+def _function(body: Callable, *examples: Any) -> Any:
+    """`body` as a ``tf.function`` traced once, for tensors shaped as `examples` (tensors
+    or ``tf.TensorSpec``).
 
-    Inside the traced step each layer's summary is then one call op, not
+    Inside the traced step each layer's summary is then two call ops, not
     hundreds of ops: with every layer of a ResNet-50 selected (174 layers,
     11 distinct output shapes), tracing the step and TensorFlow's graph
     optimiser had 74,000 ops to go through (about 15 s and 16 s on 2 cores);
-    with the calls, they see the forward pass and one small function per
+    with the calls, they see the forward pass and two small functions per
     shape. ``_noinline`` keeps the optimiser from pasting the body back in at
-    every call. The call takes the layer's output and returns its summary, so
-    the output is freed once the call and the model are done with it, as
-    before.
+    every call.
     """
     import tensorflow as tf
 
-    signature = (tf.TensorSpec(output.shape, output.dtype), tf.TensorSpec([2], tf.float32))
     return tf.function(
-        lambda x, fixed_range: summary(x, fixed_range),
-        input_signature=signature,
+        body,
+        input_signature=[
+            x if isinstance(x, tf.TensorSpec) else tf.TensorSpec(x.shape, x.dtype) for x in examples
+        ],
         autograph=False,
         experimental_attributes={"_noinline": True},
     )

@@ -325,3 +325,26 @@ def test_downsample_is_the_area_weighted_mean(size, new_size):
     )
     got = to_np(pictures.downsample(x, (new_size, new_size)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_downsample_marks_only_the_pixels_covering_a_nonfinite_one(value):
+    """A NaN/Inf makes NaN exactly the shrunk pixels whose area covers it; the others are the
+    area means they are without it (a matrix product alone would spread it along its line)."""
+    x = np.random.default_rng(7).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    x[1, 5, 7, 2] = value
+    got = to_np(pictures.downsample(x, (4, 3)))
+    expected = np.einsum(
+        "ih,jw,bhwk->bijk",
+        pictures.area_weights(12, 4),
+        pictures.area_weights(10, 3),
+        np.where(np.isfinite(x), x, 0.0).astype(np.float64),
+    )
+    covering = np.zeros(got.shape, bool)
+    rows = np.flatnonzero(pictures.area_weights(12, 4)[:, 5] > 0)
+    cols = np.flatnonzero(pictures.area_weights(10, 3)[:, 7] > 0)
+    covering[1, rows[:, None], cols[None, :], 2] = True
+    assert np.isnan(got[covering]).all()
+    np.testing.assert_allclose(got[~covering], expected[~covering], rtol=1e-5, atol=1e-5)
+    # The same where the caller has checked and says so.
+    np.testing.assert_array_equal(to_np(pictures.downsample(x, (4, 3), finite=False)), got)
