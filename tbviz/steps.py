@@ -109,14 +109,14 @@ class Step:
         fixed_ranges: Any,
         reduce: Callable[[int, Any], Reduced] | None = None,
         finish: Callable[[int, Reduced, Any, tuple[int, int]], tuple] | None = None,
-        after: Callable[[Any, Reduced], Any] | None = None,
+        after: Callable[[Any, Reduced, tuple], Any] | None = None,
     ) -> list[tuple]:
         """One forward pass (`call_model`, on `probe`) with each selected layer summarised as it returns.
 
         This is the step on every backend; each backend's `Step` only says how
         it is compiled and run. Layer i's summary is ``finish(i, reduce(i,
         output), fixed_range, grid)`` (by default its `Summary`'s);
-        ``after(output, reduced)`` returns what the model goes on with (by
+        ``after(output, reduced, summary)`` returns what the model goes on with (by
         default the output itself). Raises if a selected layer did not run,
         or a tapped layer ran a different number of times than the model's
         graph says.
@@ -143,7 +143,7 @@ class Step:
             if i is None:  # a call of a shared layer that is not selected
                 return output
             reduced = summarize(i, output)
-            return output if after is None else after(output, reduced)
+            return output if after is None else after(output, reduced, results[i])
 
         tapped = [e.layer for e in selected if e.input_index is None]
         with capture.recording(tapped, tap=tap) as recorded:
@@ -292,15 +292,17 @@ class _TensorFlowStep(Step):
                 )
             return functions[key](*reduced, fixed_range)
 
-        def after(output: Any, reduced: Reduced) -> Any:
+        def after(output: Any, reduced: Reduced, summary: tuple) -> Any:
             # The model goes on with a layer's output only once the part of its summary
             # that reads it is done, so a layer's full activation is freed as soon as the
             # model is done with it, as in a bare forward pass, instead of every selected
-            # activation waiting for the end. What is left to do from there (`finish`),
-            # on small tensors, runs beside the rest of the forward pass.
+            # activation waiting for the end. With many layers, what is left to do from
+            # there (`finish`, on small tensors) runs beside the rest of the forward pass;
+            # with a few, inline, the model waits for it too: there is little to overlap,
+            # and its temporaries would add to the forward pass's peak memory.
             if tf.executing_eagerly():
                 return output
-            with tf.control_dependencies(tf.nest.flatten(reduced)):
+            with tf.control_dependencies(tf.nest.flatten(summary if inline else reduced)):
                 return tf.nest.map_structure(tf.identity, output)
 
         def step(probe: Any, fixed_ranges: Any) -> list[tuple]:
