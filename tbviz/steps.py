@@ -280,11 +280,11 @@ class _TensorFlowStep(Step):
             key = ("finish", summary, grid, tuple(reduced.maps.shape))
             if key not in functions:
 
-                def finish_layer(maps: Any, values: Any, nonfinite: Any, fixed_range: Any) -> tuple:
-                    return summary.finish(Reduced(maps, values, nonfinite), fixed_range, grid)
+                def finish_summary(*tensors: Any) -> tuple:  # maps, sample, count, range
+                    return summary.finish(Reduced(*tensors[:3]), tensors[3], grid)
 
                 functions[key] = _function(
-                    finish_layer,
+                    finish_summary,
                     reduced.maps,
                     tf.TensorSpec([None], reduced.sample.dtype),
                     reduced.nonfinite,

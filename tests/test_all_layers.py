@@ -102,7 +102,7 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
     # Two calls a layer: the part that reads its output, then the rest (see tbviz.summarize).
     names = [op.get_attr("f").name for op in calls]
     reduce = [name for name in names if "reduce" in name]
-    finish = [name for name in names if "finish_layer" in name]
+    finish = [name for name in names if "finish_summary" in name]
     assert len(reduce) == len(finish) == len(RESIDUAL_ALL) == len(calls) / 2
     assert len(set(reduce)) == 6
     # The rest is shared by layers whose maps are alike; here each shape has its own maps.
