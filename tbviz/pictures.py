@@ -279,6 +279,7 @@ def area_weights(size: int, new_size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def _area_matrix(size: int, new_size: int) -> np.ndarray:
+    """`area_weights`, made once per pair of sizes (shared by every call: not to be modified)."""
     return area_weights(size, new_size)
 
 
@@ -320,6 +321,8 @@ def downsample(
     if channels is not None and channels < images.shape[3]:
         images = images[..., :channels]
     images = ops.cast(images, "float32")
+    if (new_height, new_width) == (height, width):
+        return images
 
     def shrink(x: Any) -> Any:
         if new_height != height:
@@ -327,9 +330,6 @@ def downsample(
         if new_width != width:
             x = _shrink_axis(x, 2, new_width)
         return x
-
-    if (new_height, new_width) == (height, width):
-        return images
 
     def masked() -> Any:
         bad = ops.logical_not(ops.isfinite(images))
