@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tbviz.pictures import when_finite
+
 HISTOGRAM_BINS = 30
 MAX_VALUES = 2**14
 
@@ -95,8 +97,6 @@ def sample_statistics(
     `finite`: whether `values` may hold NaN/Inf (see
     `tbviz.pictures.when_finite`); without any, no masks are needed.
     """
-    from tbviz.pictures import when_finite
-
     def histogram(lo: Any, hi: Any, keep: Any = None) -> Any:
         # A constant layer still gets a visible bin of width 1 around its value.
         width = ops.where(hi > lo, hi - lo, 1.0)

@@ -42,8 +42,8 @@ import numpy as np
 
 from tbviz import capture
 from tbviz import layers as layer_selection
-from tbviz.pictures import PictureOptions
-from tbviz.summarize import Reduced, finish_layer, grid_of, reduce_layer
+from tbviz.pictures import PictureOptions, map_grid
+from tbviz.summarize import Reduced, finish_layer, reduce_layer
 
 # What the step returns for one layer: pictures (N, H, W) uint8, numbers float32
 # (see `tbviz.summarize.finish_layer` for their layout), coarse maps float32.
@@ -72,7 +72,11 @@ class Summary:
 
     def grid(self, output: Any) -> tuple[int, int]:
         """The grid of the pictures of `output` (with its batch axis)."""
-        return grid_of(tuple(output.shape[1:]), self.options, self.channels_first)
+        return map_grid(
+            tuple(output.shape[1:]),
+            channels_first=self.channels_first,
+            max_channels=self.options.max_channels,
+        )
 
 
 class Step:

@@ -25,7 +25,7 @@ from keras import ops
 
 from tbviz import metadata
 from tbviz.change import coarse
-from tbviz.pictures import PictureOptions, map_grid, render_maps, to_maps
+from tbviz.pictures import PictureOptions, render_maps, to_maps
 from tbviz.stats import count_nonfinite, sample, sample_statistics
 
 
@@ -71,18 +71,13 @@ def finish_layer(
             reduced.maps, grid, options, fixed_range=(fixed_range[0], fixed_range[1]), finite=finite
         )
         numbers = [ops.min(lo), ops.max(hi), reduced.nonfinite]
-        if wants_stats:
-            stats = sample_statistics(reduced.sample, finite=finite)
-            numbers = [ops.stack(numbers + [stats[kind] for kind in metadata.SCALAR_KINDS])]
-            numbers.append(ops.reshape(stats["histogram"], [-1]))
-            numbers = ops.concatenate(numbers)
-        else:
-            numbers = ops.stack(numbers)
-        return pictures, numbers, coarse(reduced.maps, finite=finite)
+        coarse_maps = coarse(reduced.maps, finite=finite)
+        if not wants_stats:
+            return pictures, ops.stack(numbers), coarse_maps
+        stats = sample_statistics(reduced.sample, finite=finite)
+        numbers += [stats[kind] for kind in metadata.SCALAR_KINDS]
+        histogram = ops.reshape(stats["histogram"], [-1])
+        return pictures, ops.concatenate([ops.stack(numbers), histogram]), coarse_maps
 
     return ops.cond(reduced.nonfinite == 0, lambda: finish(True), lambda: finish(False))
 
-
-def grid_of(shape: tuple, options: PictureOptions, channels_first: bool) -> tuple[int, int]:
-    """The grid `tbviz.pictures.to_maps` lays the maps of an output of `shape` (no batch axis) in."""
-    return map_grid(tuple(shape), channels_first=channels_first, max_channels=options.max_channels)
