@@ -90,8 +90,8 @@ def make_case(name: str):
     """Returns (model, x_train, y_train, batch_size, probe, logger_kwargs, description)."""
     keras.utils.set_random_seed(0)
     if name == "mnist":
-        from tbviz.datasets import load_shipped_mnist
-        from tbviz.demo import article_model, probe_digits
+        from tbviz.cli.demo import article_model, probe_digits
+        from tbviz.data import load_shipped_mnist
 
         images, labels = load_shipped_mnist()
         x = (images.astype(np.float32) / 255.0)[..., None]
@@ -251,7 +251,7 @@ def time_case(name: str, rounds: int) -> dict:
         fit(2)  # traces the train step
         warm_up = EpochClock()
         fit(2, [logger, warm_up])  # builds and traces the logger in epoch 0; epoch 1 is plain
-        layers = len(logger._selected)
+        layers = len(logger._built.layers)
         run_dir = logger._writer.run_dir
         bytes_before = event_bytes(run_dir)
         clock = EpochClock()  # last, so that each epoch's clock stops after the logger's work
@@ -264,7 +264,7 @@ def time_case(name: str, rounds: int) -> dict:
             start = time.perf_counter()
             layers_out = logger._log(epoch)
             middle = time.perf_counter()
-            logger._write(epoch, layers_out)
+            logger._writer.write_epoch(epoch, layers_out)
             step_times.append(middle - start)
             write_times.append(time.perf_counter() - middle)
     d = clock.durations().reshape(rounds + 1, PERIOD)[1:]

@@ -2,7 +2,7 @@
 
     python benchmarks/dashboard.py [--logdir /tmp/tbviz-big] [--browser]
 
-Writes the log once (with tbviz's own writer, `tbviz.summary`: palette PNGs of
+Writes the log once (with tbviz's own writer, `tbviz.io.writer`: palette PNGs of
 71 x 71 pixels, an 8 x 8 grid of 8 x 8 maps, smooth patterns that drift from
 epoch to epoch, the statistics and the change scalar), then starts TensorBoard
 in this process as ``tensorboard --logdir LOGDIR`` would (no sampling flag;
@@ -30,16 +30,18 @@ GRID, MAP = 8, 8
 
 
 def write_log(logdir: str) -> None:
-    from tbviz.pictures import palette
-    from tbviz.summary import LayerSummaryWriter
+    from tbviz.io.png import palette
+    from tbviz.io.summaries import LayerRecord
+    from tbviz.io.writer import RunWriter
 
     colours = palette("viridis")
-    writer = LayerSummaryWriter(logdir)
+    writer = RunWriter(logdir)
     rng = np.random.default_rng(0)
     size = GRID * MAP + GRID - 1
     y, x = np.mgrid[0:size, 0:size] / size
     bases = [rng.random(4) * 6 for _ in range(LAYERS)]
     for epoch in range(EPOCHS):
+        records = []
         for layer in range(LAYERS):
             a, b, c, d = bases[layer]
             drift = epoch / EPOCHS
@@ -51,8 +53,8 @@ def write_log(logdir: str) -> None:
             statistics = {"mean": 0.5, "std": 0.2, "zero_fraction": 0.1}
             if epoch:
                 statistics["change"] = float(np.exp(-epoch / (10 + d * 10)) * (1 + layer / LAYERS))
-            writer.write(f"block_{layer:03d}/conv", epoch, pictures, colours, statistics=statistics)
-        writer.flush()
+            records.append(LayerRecord(f"block_{layer:03d}/conv", pictures, colours, scalars=statistics))
+        writer.write_epoch(epoch, records)
     writer.close()
 
 

@@ -2,8 +2,8 @@
 
     python benchmarks/writer.py [--epochs 7] [--dir /tmp/tbviz-writer-bench]
 
-Two epochs of realistic size, each written with `tbviz.summary.LayerSummaryWriter`
-(``write`` per layer, then ``flush``, as the logger's writer thread does):
+Two epochs of realistic size, each written with `tbviz.io.writer.RunWriter`
+(``write_epoch``, as the logger's writer thread does: encoding on a few threads, then flush):
 
 - *12 x 256²*: the default selection of a big model: 12 layers, 8 probe
   pictures of 256 x 256 each;
@@ -49,22 +49,23 @@ def pictures(layers: int, size: int) -> list[np.ndarray]:
 
 
 def time_case(layers: int, size: int, epochs: int, directory: str) -> dict[str, float]:
-    from tbviz.summary import LayerSummaryWriter, encode_palette_png
+    from tbviz.io.png import encode_palette_png
+    from tbviz.io.summaries import LayerRecord
+    from tbviz.io.writer import RunWriter
 
     data = pictures(layers, size)
     palette = np.random.default_rng(1).integers(0, 256, (256, 3), np.uint8)
     stats = {"mean": np.float32(0.5), "std": np.float32(0.25), "zero_fraction": np.float32(0.1)}
     histogram = np.random.default_rng(2).random((30, 3))
-    writer = LayerSummaryWriter(directory)
+    writer = RunWriter(directory)
     totals, encodings = [], []
     for epoch in range(epochs):
         start = time.perf_counter()
-        for layer, maps in enumerate(data):
-            writer.write(
-                f"layer_{layer:03d}", epoch, maps, palette,
-                description="bench", statistics=stats, histogram=histogram,
-            )  # fmt: skip
-        writer.flush()
+        records = [
+            LayerRecord(f"layer_{layer:03d}", maps, palette, scalars=stats, histogram=histogram)
+            for layer, maps in enumerate(data)
+        ]
+        writer.write_epoch(epoch, records)
         totals.append(time.perf_counter() - start)
         start = time.perf_counter()
         for maps in data:
@@ -87,9 +88,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--dir", default=None, help="where to write (a temp dir by default)")
     args = parser.parse_args()
-    import tbviz.summary
+    import tbviz.io.writer
 
-    print(f"# {tbviz.summary.__file__}")
+    print(f"# {tbviz.io.writer.__file__}")
     print("| case | first epoch (s) | epoch (s) | PNG encoding (s) | rest (s) | MB / epoch |")
     print("|---|---|---|---|---|---|")
     for name, (layers, size) in CASES.items():

@@ -5,7 +5,7 @@
 Each picture is real logger output: a small model trains for 2 epochs with
 `tbviz.ActivationLogger` (default options: viridis, one contrast per map),
 the first probe sample's picture of the last epoch is read back from the event
-file with `tbviz.events.read_run`, decoded, and enlarged with nearest-neighbour
+file with `tbviz.reader.read_run`, decoded, and enlarged with nearest-neighbour
 so that single activations stay crisp squares. Offline, about half a minute on
 two CPU cores.
 
@@ -31,10 +31,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tbviz import ActivationLogger, metadata  # noqa: E402
-from tbviz.datasets import load_mnist  # noqa: E402
-from tbviz.demo import article_model, probe_digits  # noqa: E402
-from tbviz.events import decode_png, read_run  # noqa: E402
+from tbviz import ActivationLogger  # noqa: E402
+from tbviz.cli.demo import article_model, probe_digits  # noqa: E402
+from tbviz.data import load_mnist  # noqa: E402
+from tbviz.io import tags  # noqa: E402
+from tbviz.io.reader import decode_png, read_run  # noqa: E402
 
 TARGET = 450  # the enlarged picture's longer side is at most this many pixels
 
@@ -44,8 +45,8 @@ def logged_picture(model, x, y, probe, layer: str, **fit_args) -> np.ndarray:
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, layers=[layer])
         model.fit(x, y, epochs=2, verbose=0, callbacks=[logger], **fit_args)
-        steps = read_run(os.path.join(log_dir, metadata.RUN_NAME)).images[
-            metadata.tag(metadata.IMAGE, layer)
+        steps = read_run(os.path.join(log_dir, tags.RUN_NAME)).images[
+            tags.tag(tags.IMAGE, layer)
         ]
         return decode_png(steps[-1].pngs[0])
 
@@ -67,9 +68,9 @@ def mnist_pictures() -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as log_dir:
         logger = ActivationLogger(probe, log_dir=log_dir, layers=["conv1", "dense"])
         model.fit(x_train, y_train, epochs=2, batch_size=250, verbose=0, callbacks=[logger])
-        result = read_run(os.path.join(log_dir, metadata.RUN_NAME))
+        result = read_run(os.path.join(log_dir, tags.RUN_NAME))
     last = {
-        layer: decode_png(result.images[metadata.tag(metadata.IMAGE, layer)][-1].pngs[0])
+        layer: decode_png(result.images[tags.tag(tags.IMAGE, layer)][-1].pngs[0])
         for layer in ("conv1", "dense")
     }
     return {"rank4": last["conv1"], "rank2": last["dense"]}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
+from tbviz._warnings import TbvizWarning
+
 try:
     __version__ = version("tbviz")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["ActivationLogger"]
+__all__ = ["ActivationLogger", "TbvizWarning"]
 
 #: Keras' backends: each is also the name of its package and of tbviz's install extra.
 _BACKENDS = ("tensorflow", "jax", "torch")
@@ -20,7 +22,7 @@ def __getattr__(name: str):
     # Imported on first use, so that `tbviz export` and `tbviz board` never load Keras.
     if name == "ActivationLogger":
         try:
-            from tbviz.activation_logger import ActivationLogger
+            from tbviz.callback import ActivationLogger
         except ModuleNotFoundError as error:
             explained = _missing_backend(error)
             if explained is None:

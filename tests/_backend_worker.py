@@ -25,8 +25,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tbviz import ActivationLogger  # noqa: E402
-from tbviz.datasets import load_shipped_mnist  # noqa: E402
-from tbviz.demo import article_model  # noqa: E402
+from tbviz.cli.demo import article_model  # noqa: E402
+from tbviz.data import load_shipped_mnist  # noqa: E402
 
 
 def residual_model() -> keras.Model:

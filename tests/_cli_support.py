@@ -26,7 +26,7 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
-from tbviz import metadata
+from tbviz.io import tags
 
 DEMO_EPOCHS = 2
 DEMO_LAYERS = ["conv1", "pool1", "conv2", "pool2"]
@@ -61,7 +61,7 @@ def write_log(
     writer = EventFileWriter(os.fspath(run_dir))
     for index, step in enumerate(steps):
         for order, (layer, (width, height)) in enumerate(layers.items()):
-            tag = metadata.tag(metadata.IMAGE, layer)
+            tag = tags.tag(tags.IMAGE, layer)
             pngs = [picture_png(width, height, step, p) for p in range(probes)]
             value = summary_pb2.Summary.Value(
                 tag=tag,
@@ -227,6 +227,9 @@ class Board:
             self.process.wait()
         for reader in self._readers:
             reader.join(timeout=10)  # the pipes close with the process
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
         rest = []
         while not self._stdout.empty() and (line := self._stdout.get_nowait()) is not None:
             rest.append(line)

@@ -89,7 +89,7 @@ def main() -> None:
         "process_count": jax.process_count(),
         "devices": len(jax.devices()),
         "active": bool(logger._active),
-        "built": logger._step is not None,
+        "built": logger._built is not None,
         "loss": [float(v) for v in history.history["loss"]],
         "warnings": [str(w.message) for w in caught if "tbviz" in str(w.message)],
     }

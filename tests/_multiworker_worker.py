@@ -56,7 +56,7 @@ def _report(strategy, logger, losses: list[float]) -> dict:
     return {
         "replicas": strategy.num_replicas_in_sync,
         "active": bool(logger._active),
-        "built": logger._step is not None,
+        "built": logger._built is not None,
         "loss": losses,
     }
 

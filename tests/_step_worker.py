@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tbviz import ActivationLogger, steps  # noqa: E402
+from tbviz import ActivationLogger  # noqa: E402
+from tbviz.step import base as steps  # noqa: E402
 
 EPOCHS = 3
 forward_passes = 0

@@ -42,5 +42,5 @@ model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
 logger = tbviz.ActivationLogger(x[:2], log_dir=log_dir, layers=["conv"])
 model.fit(x, y, epochs=2, verbose=0, callbacks=[logger])
 with open(result_path, "w") as f:
-    json.dump({"rank": rank, "active": logger._active, "built": logger._step is not None}, f)
+    json.dump({"rank": rank, "active": logger._active, "built": logger._built is not None}, f)
 torch.distributed.destroy_process_group()

@@ -80,8 +80,8 @@ import numpy as np  # noqa: E402
 # The 2-epoch `tbviz demo` log, trained once per session, shared by the CLI tests.
 from _cli_support import demo_log  # noqa: E402,F401
 
-from tbviz import metadata  # noqa: E402
-from tbviz.events import ReadResult, decode_png, read_run  # noqa: E402
+from tbviz.io import tags  # noqa: E402
+from tbviz.io.reader import ReadResult, read_run  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -104,14 +104,24 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+def decode_png(png: bytes) -> np.ndarray:
+    """Decodes a PNG to an ``(H, W, 3)`` uint8 array (Pillow: a reader independent of tbviz's writer)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def read_activations(log_dir) -> ReadResult:
     """Everything tbviz wrote under `log_dir`, read from the event files."""
-    return read_run(os.path.join(os.fspath(log_dir), metadata.RUN_NAME))
+    return read_run(os.path.join(os.fspath(log_dir), tags.RUN_NAME))
 
 
 def pictures_at(result: ReadResult, layer_path: str, step: int) -> list[np.ndarray]:
     """The decoded pictures of one layer at one step, one per probe sample."""
-    (logged,) = [s for s in result.images[metadata.tag(metadata.IMAGE, layer_path)] if s.step == step]
+    (logged,) = [s for s in result.images[tags.tag(tags.IMAGE, layer_path)] if s.step == step]
     return [decode_png(png) for png in logged.pngs]
 
 

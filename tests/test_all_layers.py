@@ -9,8 +9,9 @@ import pytest
 from conftest import read_activations
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from tbviz import ActivationLogger, metadata
-from tbviz import pictures as tbviz_pictures
+from tbviz import ActivationLogger
+from tbviz.io import tags
+from tbviz.numerics import layout as layouts
 
 EPOCHS = 2
 
@@ -20,17 +21,17 @@ def fit(model, x, y, *loggers):
 
 
 def all_tags(paths):
-    return {metadata.tag(kind, path) for kind in metadata.KINDS for path in paths}
+    return {tags.tag(kind, path) for kind in tags.KINDS for path in paths}
 
 
 def descriptions(log_dir):
     """The description of each image tag, read from the raw event files by TensorBoard's loader."""
     found = {}
-    for path in glob.glob(os.path.join(log_dir, metadata.RUN_NAME, "events.out.tfevents.*")):
+    for path in glob.glob(os.path.join(log_dir, tags.RUN_NAME, "events.out.tfevents.*")):
         for event in EventFileLoader(path).Load():
             for value in event.summary.value:
                 description = value.metadata.summary_description
-                if value.tag.startswith(metadata.IMAGE + "/") and description:
+                if value.tag.startswith(tags.IMAGE + "/") and description:
                     found[value.tag] = description
     return found
 
@@ -82,18 +83,18 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
     model = residual_model()
     logger = ActivationLogger(probe, log_dir=tmp_path, layers="all")
     fit(model, x, y, logger)
-    assert [e.path for e in logger._selected] == RESIDUAL_ALL
+    assert [p.entry.path for p in logger._built.layers] == RESIDUAL_ALL
     result = read_activations(tmp_path)
     assert not result.problems
     assert result.tags() == all_tags(RESIDUAL_ALL)
     for path in RESIDUAL_ALL:
-        logged = result.images[metadata.tag(metadata.IMAGE, path)]
+        logged = result.images[tags.tag(tags.IMAGE, path)]
         assert [(s.step, len(s.pngs)) for s in logged] == [(0, 2), (1, 2)], path
     # Shapes: (12,12,3) image; (12,12,8) stem, res_b (after the padding), add, out_relu;
     # (10,10,8) res_a; (6,6,8) pool; (8,) gap; (3,) head: 6 functions for 9 layers.
     if keras.backend.backend() != "tensorflow":
         return  # the per-shape functions are how TensorFlow's traced step is built
-    graph = logger._step.function.get_concrete_function(logger._step.probe, logger._ranges()).graph
+    graph = logger._built.step.function.get_concrete_function(logger._built.step.probe, logger._ranges()).graph
     calls = [
         op
         for op in graph.get_operations()
@@ -128,14 +129,14 @@ def test_all_layers_reach_into_a_nested_model(tmp_path, images12):
     fit(model, x, y, logger)
     expected = ["image", "backbone/conv_a", "backbone/bn", "backbone/relu", "backbone/conv_b",
                 "gap", "head"]  # fmt: skip
-    assert [e.path for e in logger._selected] == expected
+    assert [p.entry.path for p in logger._built.layers] == expected
     assert read_activations(tmp_path).tags() == all_tags(expected)
 
 
 # Pixels of one epoch of the residual model, all layers, 2 probes: the input's 3 maps of 12x12
 # in a row (12x38), four (12,12,8) outputs in a 2x4 grid (25x51), res_a (21x43), pool (13x27),
 # gap's 8 units (2x4) and head's 3 (1x3).
-RESIDUAL_PIXELS = 2 * (12 * 38 + 4 * 25 * 51 + 21 * 43 + 13 * 27 + 2 * 4 + 1 * 3)
+RESIDUAL_PIXELS = 2 * (12 * 12 + 4 * 25 * 51 + 21 * 43 + 13 * 27 + 2 * 4 + 1 * 3)  # the input: its RGB image
 
 
 def test_budget_shrinks_pictures_only_when_it_must(tmp_path, images12):
@@ -163,7 +164,7 @@ def test_budget_shrinks_pictures_only_when_it_must(tmp_path, images12):
     def sizes(result):
         return {tag: (s[-1].height, s[-1].width) for tag, s in result.images.items()}
 
-    stem, gap = (metadata.tag(metadata.IMAGE, path) for path in ("stem", "gap"))
+    stem, gap = (tags.tag(tags.IMAGE, path) for path in ("stem", "gap"))
     for name, result in (("smaller", small), ("fewer", fewer)):
         assert set(result.images) == set(full.images)
         assert all(total <= budgets[name] for total in pixels_per_step(result).values())
@@ -182,22 +183,22 @@ def test_budget_shrinks_pictures_only_when_it_must(tmp_path, images12):
 @pytest.mark.backend_independent
 def test_budget_keeps_maps_at_the_floor_before_dropping_channels():
     """Maps shrink to MIN_MAP_SIZE first; only then are channels halved; the result fits."""
-    floor = tbviz_pictures.MIN_MAP_SIZE
-    layers = [((64, 64, 64), False), ((8, 8, 64), False), ((10,), False)]
-    natural = tbviz_pictures.fit_pixel_budget(
+    floor = layouts.MIN_MAP_SIZE
+    layers = [layouts.Layout.default(shape) for shape in ((64, 64, 64), (8, 8, 64), (10,))]
+    natural = layouts.fit_pixel_budget(
         layers, probes=2, max_pixels=None, max_channels=64, max_size=256
     )
     assert natural == [(256, 64)] * 3
 
     def pixels(settings):
         return 2 * sum(
-            np.prod(tbviz_pictures.picture_shape(s, channels_first=f, max_channels=c, max_size=m))
-            for (s, f), (m, c) in zip(layers, settings, strict=True)
+            np.prod(layout.picture(c, m, 1))
+            for layout, (m, c) in zip(layers, settings, strict=True)
         )
 
     at_floor = 2 * (2 * (8 * floor + 7) ** 2 + 2 * 5)  # both grids of 8x8 maps at the floor
     for budget, channels in ((pixels(natural), 64), (at_floor, 64), (at_floor - 1, 32)):
-        settings = tbviz_pictures.fit_pixel_budget(
+        settings = layouts.fit_pixel_budget(
             layers, probes=2, max_pixels=budget, max_channels=64, max_size=256
         )
         assert pixels(settings) <= budget

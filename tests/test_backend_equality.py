@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tbviz import metadata
-from tbviz.events import read_run
+from tbviz.io import tags
+from tbviz.io.reader import read_run
 
 BACKENDS = ("tensorflow", "jax", "torch")
 WORKER = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
@@ -37,7 +37,7 @@ def log_on(backend, kind, log_dir):
     )
     assert run.returncode == 0, f"{backend} worker failed:\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
     assert "tensorflow imported: " + str(backend == "tensorflow") in run.stdout, run.stdout
-    return read_run(os.path.join(str(log_dir), metadata.RUN_NAME))
+    return read_run(os.path.join(str(log_dir), tags.RUN_NAME))
 
 
 def indices(png):
@@ -67,7 +67,7 @@ def test_every_backend_pictures_what_tensorflow_does(tmp_path, kind):
             for a, b in zip(expected.pngs, got.pngs, strict=True):
                 a, b = indices(a), indices(b)
                 assert a.shape == b.shape, tag
-                levels = (a < metadata.LEVELS) & (b < metadata.LEVELS)
+                levels = (a < tags.LEVELS) & (b < tags.LEVELS)
                 assert np.array_equal(a[~levels], b[~levels]), f"{backend} {tag}: separators/NaN"
                 difference = np.abs(a[levels].astype(int) - b[levels].astype(int))
                 assert difference.max(initial=0) <= 1, f"{backend} {tag}: {difference.max()} levels"

@@ -6,7 +6,7 @@ import json
 import socket
 
 import pytest
-from _cli_support import Board, picture_png, write_log
+from _cli_support import Board, assert_no_traceback, picture_png, run_tbviz, write_log
 
 from tbviz import cli
 
@@ -40,7 +40,7 @@ def test_board_serves_every_logged_epoch_and_stops_on_ctrl_c(tmp_path):
     assert "Traceback" not in err
 
 
-def test_board_prints_url_and_images_link(tmp_path):
+def test_board_prints_url_and_activations_link(tmp_path):
     """The board's first lines give the URL and the Images dashboard link."""
     write_log(tmp_path / "activations", {"conv1": (4, 4)}, [0])
     board = Board(tmp_path)
@@ -53,7 +53,7 @@ def test_board_prints_url_and_images_link(tmp_path):
     finally:
         board.stop()
     assert board.first_line.startswith(f"TensorBoard serving {tmp_path} at {board.url} ")
-    assert second == f"Feature maps: {board.url}#images\n"
+    assert second == f"Feature maps: {board.url}#activations\n"
     assert third == "Press Ctrl+C to stop.\n"
 
 
@@ -82,7 +82,11 @@ def test_missing_logdir_and_busy_port_are_one_line_errors(tmp_path, capsys):
         taken.bind(("localhost", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert cli.main(["board", str(tmp_path), "--port", str(port)]) == 2
-    err = capsys.readouterr().err
+        # In a process of its own, as a user runs it: TensorBoard's data server, started
+        # before the port is found taken, ends with that process.
+        refused = run_tbviz("board", str(tmp_path), "--port", str(port))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert_no_traceback(refused)
+    err = refused.stderr
     assert f"{port}" in err and "try another --port" in err
     assert err.startswith("tbviz: warning: no event files in")

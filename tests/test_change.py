@@ -9,7 +9,9 @@ import pytest
 from keras.ops import convert_to_numpy as to_np
 from PIL import Image
 
-from tbviz import change, export, metadata
+from tbviz.cli import export
+from tbviz.io import tags
+from tbviz.numerics import change
 from tbviz.plugin import difference
 
 
@@ -36,24 +38,24 @@ def test_coarse_shrinks_each_map_to_at_most_the_coarse_size():
     """(N, h, w, M) maps become at most COARSE_SIZE a side by area averaging; small maps stay."""
     maps = np.arange(2 * 16 * 4 * 3, dtype=np.float32).reshape(2, 16, 4, 3)
     small = to_np(change.coarse(maps))
-    assert small.shape == (2, metadata.COARSE_SIZE, 4, 3)
+    assert small.shape == (2, tags.COARSE_SIZE, 4, 3)
     np.testing.assert_allclose(small[:, 0], maps[:, 0:2].mean(axis=1))
 
 
 @pytest.mark.backend_independent
 def test_difference_is_b_minus_a_of_the_normalised_values():
     """Index i stands for i / 253: 0 -> 253 is +1 (red end), equal is the white middle, 253 -> 0 is -1."""
-    a = palette_png([[0, 253, 100, metadata.SEPARATOR_INDEX, 7]])
-    b = palette_png([[253, 0, 100, metadata.SEPARATOR_INDEX, metadata.NONFINITE_INDEX]])
+    a = palette_png([[0, 253, 100, tags.SEPARATOR_INDEX, 7]])
+    b = palette_png([[253, 0, 100, tags.SEPARATOR_INDEX, tags.NONFINITE_INDEX]])
     png, mean = difference.difference_png(a, b)
     with Image.open(io.BytesIO(png)) as image:
         assert image.mode == "P"
         indices = np.asarray(image)[0].tolist()
         colours = np.asarray(image.convert("RGB"))[0]
-    assert indices == [252, 0, 126, metadata.SEPARATOR_INDEX, metadata.NONFINITE_INDEX]
+    assert indices == [252, 0, 126, tags.SEPARATOR_INDEX, tags.NONFINITE_INDEX]
     assert colours[2].min() > 240  # no change: white
     assert colours[0][0] > colours[0][2] and colours[1][2] > colours[1][0]  # red up, blue down
-    assert tuple(colours[4]) == metadata.NONFINITE_COLOR
+    assert tuple(colours[4]) == tags.NONFINITE_COLOR
     assert mean == pytest.approx((1 + 1 + 0) / 3)
 
 

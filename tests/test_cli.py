@@ -19,7 +19,9 @@ from _cli_support import (
 )
 from PIL import Image
 
-from tbviz import cli, events, export, metadata
+from tbviz import cli
+from tbviz.cli import export
+from tbviz.io import reader, tags
 
 
 def test_demo_trains_offline_and_prints_the_commands_to_view_it(demo_log):
@@ -29,10 +31,10 @@ def test_demo_trains_offline_and_prints_the_commands_to_view_it(demo_log):
     assert f"    tbviz board {shlex.quote(str(logdir))}\n" in process.stdout
     assert f"    tensorboard --logdir {shlex.quote(str(logdir))}\n" in process.stdout
     assert_no_traceback(process)
-    result = events.read_run(str(logdir / metadata.RUN_NAME))
+    result = reader.read_run(str(logdir / tags.RUN_NAME))
     assert result.problems == []
     for layer in DEMO_LAYERS:
-        steps = result.images[metadata.tag(metadata.IMAGE, layer)]
+        steps = result.images[tags.tag(tags.IMAGE, layer)]
         assert [s.step for s in steps] == list(range(DEMO_EPOCHS))
         assert all(len(s.pngs) == DEMO_PROBES for s in steps)
     assert sorted(os.listdir(logdir)) == ["activations", "train", "validation"]
@@ -52,9 +54,9 @@ def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log
         f"{layers * DEMO_PROBES * epochs} PNGs, {layers * DEMO_PROBES} GIFs, "
         f"{layers + DEMO_PROBES} contact sheets, a change heat map"
     )
-    logged = events.read_run(str(logdir / "activations")).images
+    logged = reader.read_run(str(logdir / "activations")).images
     for layer in DEMO_LAYERS:
-        first = logged[metadata.tag(metadata.IMAGE, layer)][0]
+        first = logged[tags.tag(tags.IMAGE, layer)][0]
         for probe in range(DEMO_PROBES):
             for epoch in range(epochs):
                 with Image.open(out / "activations" / layer / f"probe{probe}" / f"epoch{epoch:04d}.png") as png:
@@ -73,7 +75,7 @@ def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log
             )
     for probe in range(DEMO_PROBES):
         with Image.open(out / "activations" / f"sheet_probe{probe}.png") as sheet:
-            widths = [logged[metadata.tag(metadata.IMAGE, layer)][0].width for layer in DEMO_LAYERS]
+            widths = [logged[tags.tag(tags.IMAGE, layer)][0].width for layer in DEMO_LAYERS]
             assert sheet.width == export.LABEL_WIDTH + sum(widths) + (layers + 1) * export.GAP
 
 
@@ -86,7 +88,7 @@ def test_export_layer_filter_scale_and_duration(demo_log, tmp_path, capsys):
                        "--scale", "2", "--duration", "250"])  # fmt: skip
     assert status == 0, capsys.readouterr().err
     assert sorted(p.name for p in (out / "activations").iterdir() if p.is_dir()) == ["conv1", "conv2"]
-    first = events.read_run(str(logdir / "activations")).images["feature_maps/conv1"][0]
+    first = reader.read_run(str(logdir / "activations")).images["feature_maps/conv1"][0]
     with Image.open(out / "activations" / "conv1" / "probe0.gif") as gif:
         assert gif.size == (2 * first.width, 2 * first.height + export.CAPTION_HEIGHT)
         assert gif.info["duration"] == 250

@@ -43,8 +43,8 @@ import numpy as np
 import pytest
 from conftest import pictures_at, read_activations
 
-from tbviz import metadata
-from tbviz.pictures import LEVELS
+from tbviz.io import tags
+from tbviz.io.tags import LEVELS
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multiworker_worker.py")
 JAX_WORKER = os.path.join(os.path.dirname(__file__), "_jax_multiprocess_worker.py")
@@ -167,9 +167,9 @@ def _run_cluster(
 def _assert_logged(log_dir) -> None:
     result = read_activations(log_dir)
     assert not result.problems
-    assert set(result.images) == {metadata.tag(metadata.IMAGE, p) for p in LAYERS}
+    assert set(result.images) == {tags.tag(tags.IMAGE, p) for p in LAYERS}
     for path in LAYERS:
-        steps = result.images[metadata.tag(metadata.IMAGE, path)]
+        steps = result.images[tags.tag(tags.IMAGE, path)]
         assert [s.step for s in steps] == [0, 1]
         assert all(len(s.pngs) == PROBES for s in steps)
         assert all((s.width, s.height) == SIZES[path] for s in steps)
@@ -234,9 +234,9 @@ def test_multi_worker_only_the_chief_logs(tmp_path):
     assert chief["active"] and chief["built"]
     # The non-chief did no logging work: no activation model, no step, no writer.
     assert not other["active"] and not other["built"]
-    assert not (run / "worker1" / metadata.RUN_NAME).exists()
+    assert not (run / "worker1" / tags.RUN_NAME).exists()
     assert not any((run / "worker1").rglob("*"))  # not one file, wherever
-    assert any((run / "worker0" / metadata.RUN_NAME).glob("events.out.tfevents.*"))
+    assert any((run / "worker0" / tags.RUN_NAME).glob("events.out.tfevents.*"))
     np.testing.assert_allclose(chief["loss"], single["loss"], rtol=RELATIVE)
     np.testing.assert_allclose(other["loss"], single["loss"], rtol=RELATIVE)
 
@@ -355,4 +355,4 @@ def test_torch_only_rank_0_logs(tmp_path):
     assert not any((run / "process1").rglob("*"))  # not one file, wherever
     result = read_activations(run / "process0")
     assert not result.problems
-    assert [s.step for s in result.images[metadata.tag(metadata.IMAGE, "conv")]] == [0, 1]
+    assert [s.step for s in result.images[tags.tag(tags.IMAGE, "conv")]] == [0, 1]

@@ -1,4 +1,4 @@
-"""Event files written without TensorFlow (`tbviz.event_file`, through `tbviz.summary`).
+"""Event files written without TensorFlow (`tbviz.io.writer`, `tbviz.io.summaries`).
 
 What is written is read back three ways: tbviz's own reader, TensorBoard's
 ``EventAccumulator``, and record by record with TensorBoard's pure-Python
@@ -25,10 +25,12 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.util import tensor_util
 
-from tbviz import metadata
-from tbviz.event_file import EventFileWriter
-from tbviz.events import event_files, read_run
-from tbviz.summary import LayerSummaryWriter, encode_palette_png
+from tbviz.io import fs as tbviz_fs
+from tbviz.io import tags
+from tbviz.io.png import encode_palette_png
+from tbviz.io.reader import event_files, read_run
+from tbviz.io.summaries import LayerRecord
+from tbviz.io.writer import EventFileWriter, RunWriter
 
 pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
 
@@ -39,19 +41,29 @@ def layer_pictures(seed: int, count: int = 3, height: int = 5, width: int = 7) -
     return np.random.default_rng(seed).integers(0, 256, (count, height, width), np.uint8)
 
 
+def layer_info(layer: str, step: int) -> tags.LayerInfo:
+    """A `LayerInfo` that differs for every layer and step."""
+    return tags.LayerInfo(
+        layer_class=f"Conv{len(layer)}", output_shape=(5, 7, 3 + step), layout="maps",
+        channels=3 + step, channels_shown=3, grid=(1, 3), cell=(5, 7), normalize="map",
+        clip_percentile=1.0, cmap="viridis", coarse=(5, 7), samples=3,
+    )  # fmt: skip
+
+
 def write_two_layers(log_dir, steps=(0, 1)) -> dict:
     """Writes layers "conv" and "outer/dense" at `steps` as the logger does; returns what went in."""
-    writer = LayerSummaryWriter(str(log_dir))
+    writer = RunWriter(str(log_dir))
     written = {}
     for step in steps:
+        records = []
         for i, layer in enumerate(("conv", "outer/dense")):
             pictures = layer_pictures(10 * step + i)
-            statistics = {metadata.MEAN: np.float32(step + 0.25), metadata.STD: np.float32(i + 0.5)}
+            statistics = {tags.MEAN: np.float32(step + 0.25), tags.STD: np.float32(i + 0.5)}
             histogram = np.array([[0.0, 1.0, 3.0], [1.0, 2.0, 5.0]]) * (step + 1)
-            writer.write(layer, step, pictures, PALETTE, description=f"about {layer}",
-                         statistics=statistics, histogram=histogram)  # fmt: skip
-            written[layer, step] = (pictures, statistics, histogram)
-        writer.flush()
+            info = layer_info(layer, step)
+            records.append(LayerRecord(layer, pictures, PALETTE, info, statistics, histogram))
+            written[layer, step] = (pictures, statistics, histogram, info)
+        writer.write_epoch(step, records)
     writer.close()
     return written
 
@@ -79,46 +91,54 @@ def records_in(data: bytes) -> list[bytes]:
 
 
 def test_layers_read_back_by_tbviz(tmp_path):
-    """Tags, steps, PNG bytes, statistics, histograms and descriptions read back exactly by tbviz.events."""
+    """Tags, steps, PNG bytes, statistics, histograms, layer infos and descriptions read back exactly by tbviz's reader."""
     written = write_two_layers(tmp_path)
-    result = read_run(str(tmp_path / metadata.RUN_NAME))
+    result = read_run(str(tmp_path / tags.RUN_NAME))
     assert result.problems == []
     assert result.tags() == {
         f"{kind}/{layer}"
         for layer in ("conv", "outer/dense")
-        for kind in (metadata.IMAGE, metadata.MEAN, metadata.STD, metadata.DISTRIBUTION)
+        for kind in (tags.IMAGE, tags.MEAN, tags.STD, tags.DISTRIBUTION, tags.LAYER)
     }
-    for (layer, step), (pictures, statistics, histogram) in written.items():
+    for (layer, step), (pictures, statistics, histogram, info) in written.items():
         (image,) = [s for s in result.images[f"feature_maps/{layer}"] if s.step == step]
         assert (image.width, image.height) == (7, 5)
         assert image.pngs == [encode_palette_png(p, PALETTE) for p in pictures]
         for kind, value in statistics.items():
             assert dict(result.scalars[f"{kind}/{layer}"])[step] == float(value)
         np.testing.assert_array_equal(dict(result.histograms[f"distribution/{layer}"])[step], histogram)
-        assert result.descriptions[f"feature_maps/{layer}"] == f"about {layer}"
+        assert result.info(layer, step) == info
+    for layer in ("conv", "outer/dense"):  # a tag's description: from its first step's info
+        assert result.descriptions[f"feature_maps/{layer}"] == layer_info(layer, 0).description(layer)
+        assert result.info(layer) == layer_info(layer, 1)  # the last step's
 
 
 def test_layers_read_back_by_tensorboard(tmp_path):
     """TensorBoard's EventAccumulator (its reader checks both checksums) sees every value, exactly."""
     written = write_two_layers(tmp_path)
     accumulator = event_accumulator.EventAccumulator(
-        str(tmp_path / metadata.RUN_NAME), size_guidance={event_accumulator.TENSORS: 0}
+        str(tmp_path / tags.RUN_NAME), size_guidance={event_accumulator.TENSORS: 0}
     )
     accumulator.Reload()
-    assert set(accumulator.Tags()["tensors"]) == set(read_run(str(tmp_path / metadata.RUN_NAME)).tags())
+    layers = ("conv", "outer/dense")
+    assert set(accumulator.Tags()["tensors"]) == set(read_run(str(tmp_path / tags.RUN_NAME)).tags())
+    assert {tags.tag(tags.LAYER, layer) for layer in layers} <= set(accumulator.Tags()["tensors"])
     assert accumulator.GetSourceWriter() == "tbviz"
-    for (layer, step), (pictures, statistics, histogram) in written.items():
+    for (layer, step), (pictures, statistics, histogram, info) in written.items():
         def at(kind, layer=layer, step=step):
             (event,) = [e for e in accumulator.Tensors(f"{kind}/{layer}") if e.step == step]
             return tensor_util.make_ndarray(event.tensor_proto)
 
-        images = at(metadata.IMAGE)
+        images = at(tags.IMAGE)
         assert list(images) == [b"7", b"5", *(encode_palette_png(p, PALETTE) for p in pictures)]
         for kind, value in statistics.items():
             assert at(kind) == value
-        np.testing.assert_array_equal(at(metadata.DISTRIBUTION), histogram)
+        np.testing.assert_array_equal(at(tags.DISTRIBUTION), histogram)
         plugin = accumulator.SummaryMetadata(f"feature_maps/{layer}").plugin_data.plugin_name
         assert plugin == "images"
+        assert tags.LayerInfo.from_json(at(tags.LAYER).item()) == info
+        layer_plugin = accumulator.SummaryMetadata(f"layer/{layer}").plugin_data.plugin_name
+        assert layer_plugin == tags.PLUGIN_NAME
 
 
 def test_records_are_framed_and_checksummed_as_tensorflow_writes_them(tmp_path):
@@ -158,9 +178,10 @@ def test_each_writer_has_its_own_file_even_within_one_second(tmp_path):
 
 def test_nothing_written_no_file(tmp_path):
     """A writer that writes nothing creates no directory and no file; flush and close are no-ops."""
-    writer = LayerSummaryWriter(str(tmp_path / "logs"))
+    writer = EventFileWriter(str(tmp_path / "logs"))
     writer.flush()
     writer.close()
+    RunWriter(str(tmp_path / "logs")).close()
     assert not (tmp_path / "logs").exists()
 
 
@@ -199,26 +220,50 @@ def test_file_cut_by_another_program_is_reported(tmp_path):
     assert len(event_files(str(tmp_path))) == 2
 
 
-@pytest.mark.tensorflow_only
-def test_remote_file_system_is_written_through_tensorflow():
-    """A log_dir with a scheme (TensorFlow's ram://) goes through tf.io.gfile; TensorBoard reads it back."""
-    import tensorflow as tf
+def test_a_url_gets_one_new_complete_object_per_flush(tmp_path):
+    """A run directory given as a URL (fsspec's memory://): each flush writes a new event file, never rewrites one; a failed upload is kept for the next."""
+    import fsspec
 
-    log_dir = f"ram://tbviz-{os.getpid()}-{id(object())}"
-    written = write_two_layers(log_dir)
-    run = f"{log_dir}/{metadata.RUN_NAME}"
-    (name,) = tf.io.gfile.listdir(run)
-    with tf.io.gfile.GFile(f"{run}/{name}", "rb") as file:
-        version, *events = records_in(file.read())
-    assert event_pb2.Event.FromString(version).file_version == "brain.Event:2"
-    assert sorted(event_pb2.Event.FromString(e).step for e in events) == [0, 0, 1, 1]
-    accumulator = event_accumulator.EventAccumulator(run, size_guidance={event_accumulator.TENSORS: 0})
-    accumulator.Reload()
-    for (layer, step), (pictures, _, _) in written.items():
-        (event,) = [e for e in accumulator.Tensors(f"feature_maps/{layer}") if e.step == step]
-        assert list(tensor_util.make_ndarray(event.tensor_proto))[2:] == [
-            encode_palette_png(p, PALETTE) for p in pictures
+    memory = fsspec.filesystem("memory")
+    log_dir = f"memory://tbviz-{os.getpid()}-{id(tmp_path)}/logs"
+    written = write_two_layers(log_dir, steps=(0, 1, 2))
+    run = f"{log_dir}/{tags.RUN_NAME}"
+    paths = event_files(run)
+    assert len(paths) == 3 and all(p.startswith("memory://") for p in paths)
+    for step, path in enumerate(paths):  # one epoch an object, each with its version event
+        version, *events = records_in(memory.cat_file(path))
+        assert event_pb2.Event.FromString(version).file_version == "brain.Event:2"
+        steps = [event_pb2.Event.FromString(e) for e in events]
+        assert [e.step for e in steps] == [step, step]
+        (image,) = [v for v in steps[0].summary.value if v.tag == "feature_maps/conv"]
+        assert list(image.tensor.string_val)[2:] == [
+            encode_palette_png(p, PALETTE) for p in written["conv", step][0]
         ]
+
+    class Refusing:  # a file system that fails once, as a server that is down would
+        def __init__(self):
+            self.calls = 0
+
+        def pipe_file(self, path, data):
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("the server is down")
+            memory.pipe_file(path, data)
+
+    refusing = Refusing()
+    writer = EventFileWriter(f"{log_dir}/other")
+    writer.write_summary(5, b"")
+    original = tbviz_fs.filesystem
+    tbviz_fs.filesystem = lambda url: (refusing, original(url)[1])
+    try:
+        with pytest.raises(OSError, match="could not write memory://.*ConnectionError: the server is down.*kept and written with the next"):
+            writer.flush()
+        writer.write_summary(6, b"")
+        writer.flush()
+    finally:
+        tbviz_fs.filesystem = original
+    (path,) = event_files(f"{log_dir}/other")
+    assert [event_pb2.Event.FromString(r).step for r in records_in(memory.cat_file(path))[1:]] == [5, 6]
 
 
 def run_python(code: str, *, block_tensorflow: bool = False) -> str:
@@ -237,17 +282,16 @@ def test_write_refused_by_the_system_is_reported_and_the_file_stays_valid(tmp_pa
     output = run_python(f"""
         import os, resource, signal
         import numpy as np
-        from tbviz.events import event_files, read_run
-        from tbviz.summary import LayerSummaryWriter
+        from tbviz.io.reader import event_files, read_run
+        from tbviz.io.summaries import LayerRecord
+        from tbviz.io.writer import RunWriter
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
-        writer = LayerSummaryWriter({str(tmp_path)!r})
+        writer = RunWriter({str(tmp_path)!r})
         pictures, palette = np.full((4, 32, 32), 7, np.uint8), np.zeros((256, 3), np.uint8)
 
         def epoch(step):
-            for layer in ("a", "b"):
-                writer.write(layer, step, pictures, palette)
-            writer.flush()
+            writer.write_epoch(step, [LayerRecord(layer, pictures, palette) for layer in ("a", "b")])
 
         epoch(0)
         (path,) = event_files(writer.run_dir)
@@ -266,7 +310,7 @@ def test_write_refused_by_the_system_is_reported_and_the_file_stays_valid(tmp_pa
         print(event_files(writer.run_dir) == [path], result.problems)
         print([[s.step for s in result.images["feature_maps/" + layer]] for layer in ("a", "b")])
     """)
-    (path,) = event_files(str(tmp_path / metadata.RUN_NAME))
+    (path,) = event_files(str(tmp_path / tags.RUN_NAME))
     assert output.splitlines() == [
         f"the event file {path} could not be written (File too large); "
         "what was written since the last flush is lost",
@@ -280,7 +324,7 @@ def test_file_refused_at_creation_is_reported_and_removed(tmp_path):
     """Not even the version event fits (EFBIG): OSError naming the file, and no file is left."""
     output = run_python(f"""
         import os, resource, signal
-        from tbviz.event_file import EventFileWriter
+        from tbviz.io.writer import EventFileWriter
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.RLIM_INFINITY))
@@ -301,16 +345,20 @@ def test_file_refused_at_creation_is_reported_and_removed(tmp_path):
 
 
 def test_layer_written_and_read_back_where_tensorflow_cannot_be_imported(tmp_path):
-    """With TensorFlow unimportable, LayerSummaryWriter writes and tbviz and TensorBoard read back."""
+    """With TensorFlow unimportable, RunWriter writes and tbviz and TensorBoard read back; a URL without its file system is refused naming the package."""
     output = run_python(f"""
         import numpy as np
         from tensorboard.backend.event_processing import event_accumulator
-        from tbviz.events import read_run
-        from tbviz.summary import LayerSummaryWriter, encode_palette_png
+        from tbviz.io import fs
+        from tbviz.io.png import encode_palette_png
+        from tbviz.io.reader import read_run
+        from tbviz.io.summaries import LayerRecord
+        from tbviz.io.writer import RunWriter
 
-        writer = LayerSummaryWriter({str(tmp_path)!r})
+        writer = RunWriter({str(tmp_path)!r})
         pictures, palette = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), np.zeros((256, 3), np.uint8)
-        writer.write("conv", 5, pictures, palette, statistics={{"mean": 0.5}}, histogram=np.ones((2, 3)))
+        record = LayerRecord("conv", pictures, palette, scalars={{"mean": 0.5}}, histogram=np.ones((2, 3)))
+        writer.write_epoch(5, [record])
         writer.close()
         result = read_run(writer.run_dir)
         (image,) = result.images["feature_maps/conv"]
@@ -320,22 +368,25 @@ def test_layer_written_and_read_back_where_tensorflow_cannot_be_imported(tmp_pat
         accumulator.Reload()
         print(sorted(accumulator.Tags()["tensors"]))
         try:
-            LayerSummaryWriter("gs://bucket/logs").write("conv", 0, pictures, palette)
-        except OSError as error:
+            fs.filesystem("nosuchfs://bucket/logs")
+        except fs.RemoteUnavailable as error:
             print(error)
     """, block_tensorflow=True)
-    assert output.splitlines() == [
+    lines = output.splitlines()
+    assert lines[:3] == [
         "[] 5 True",
         "{'mean/conv': [(5, 0.5)]} 1",
         "['distribution/conv', 'feature_maps/conv', 'mean/conv']",
-        "no event file could be created in gs://bucket/logs/activations (a remote file system "
-        "is written through TensorFlow's tf.io.gfile, and TensorFlow is not loaded: use a "
-        "local log_dir, or Keras' TensorFlow backend)",
     ]
+    assert re.fullmatch(
+        r"no file system for nosuchfs:// URLs is installed \(.*\); expected a protocol fsspec "
+        r"knows \(s3, gs, az, memory, \.\.\.\)\. Received: 'nosuchfs://bucket/logs'",
+        lines[3],
+    ), lines[3]
 
 
-READERS = ["tbviz", "tbviz.cli", "tbviz.event_file", "tbviz.events", "tbviz.export",
-           "tbviz.metadata", "tbviz.plugin", "tbviz.plugin.server", "tbviz.summary"]  # fmt: skip
+READERS = ["tbviz", "tbviz.cli", "tbviz.cli.export", "tbviz.io", "tbviz.io.reader", "tbviz.io.runs",
+           "tbviz.io.writer", "tbviz.plugin", "tbviz.plugin.server"]  # fmt: skip
 
 
 def test_writer_and_readers_import_without_tensorflow():

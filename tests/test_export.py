@@ -11,8 +11,8 @@ import pytest
 from _cli_support import picture_png, write_log
 from PIL import Image
 
-from tbviz import export
-from tbviz.export import CAPTION_HEIGHT, GAP, HEADER_HEIGHT, LABEL_WIDTH, MIN_FRAME_WIDTH
+from tbviz.cli import export
+from tbviz.cli.export import CAPTION_HEIGHT, GAP, HEADER_HEIGHT, LABEL_WIDTH, MIN_FRAME_WIDTH
 
 pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import pictures_at, read_activations, small_cnn
 
-from tbviz import ActivationLogger, metadata
-from tbviz.pictures import LEVELS, NONFINITE_COLOR, palette
+from tbviz import ActivationLogger
+from tbviz.io import tags
+from tbviz.io.png import palette
+from tbviz.io.tags import LEVELS, NONFINITE_COLOR
 
 DEFAULT_LAYERS = ["conv_a", "pool_a", "conv_b"]
 
@@ -23,11 +25,11 @@ def gray(unit):
 
 
 def image_tags(layers):
-    return {metadata.tag(metadata.IMAGE, name) for name in layers}
+    return {tags.tag(tags.IMAGE, name) for name in layers}
 
 
 def all_tags(layers):
-    return {metadata.tag(kind, name) for kind in metadata.KINDS for name in layers}
+    return {tags.tag(kind, name) for kind in tags.KINDS for name in layers}
 
 
 def run_dirs(log_dir):
@@ -45,14 +47,14 @@ def test_default_layers_every_epoch(tmp_path, data):
     assert result.tags() == all_tags(DEFAULT_LAYERS)
     sizes = {"conv_a": (10, 10, 8), "pool_a": (5, 5, 8), "conv_b": (3, 3, 4)}
     for name, (h, w, channels) in sizes.items():
-        steps = result.images[metadata.tag(metadata.IMAGE, name)]
+        steps = result.images[tags.tag(tags.IMAGE, name)]
         assert [s.step for s in steps] == [0, 1, 2]
         rows, cols = {8: (2, 4), 4: (2, 2)}[channels]
         for s in steps:
             assert len(s.pngs) == len(probe)
             assert (s.width, s.height) == (cols * w + cols - 1, rows * h + rows - 1)
         assert pictures_at(result, name, 2)[0].shape == (s.height, s.width, 3)
-        assert [step for step, _ in result.scalars[metadata.tag(metadata.MEAN, name)]] == [0, 1, 2]
+        assert [step for step, _ in result.scalars[tags.tag(tags.MEAN, name)]] == [0, 1, 2]
 
 
 def test_sequential_without_input_builds_lazily(tmp_path, data):
@@ -101,11 +103,11 @@ def test_exact_statistics_of_known_activations(tmp_path):
               callbacks=[ActivationLogger(ramp, log_dir=tmp_path, layers="fixed")])  # fmt: skip
     result = read_activations(tmp_path)
     values = np.concatenate([2 * np.arange(16), np.zeros(16)])
-    scalars = {kind: result.scalars[metadata.tag(kind, "fixed")][0][1] for kind in metadata.SCALAR_KINDS}
+    scalars = {kind: result.scalars[tags.tag(kind, "fixed")][0][1] for kind in tags.SCALAR_KINDS}
     assert scalars["mean"] == pytest.approx(values.mean())
     assert scalars["std"] == pytest.approx(values.std(), rel=1e-5)
     assert scalars["zero_fraction"] == pytest.approx(17 / 32)  # 16 zeros of the 0-filter and ramp[0]
-    (_, histogram), = result.histograms[metadata.tag(metadata.DISTRIBUTION, "fixed")]
+    (_, histogram), = result.histograms[tags.tag(tags.DISTRIBUTION, "fixed")]
     assert histogram.shape == (30, 3) and histogram[:, 2].sum() == 32
     assert histogram[0, 0] == 0 and histogram[-1, 1] == pytest.approx(30)
 
@@ -197,7 +199,7 @@ def test_side_by_side_with_keras_tensorboard(tmp_path, data):
         keras.callbacks.TensorBoard(log_dir=tmp_path, update_freq=1),
         ActivationLogger(probe, log_dir=tmp_path),
     ])  # fmt: skip
-    assert run_dirs(tmp_path) == [metadata.RUN_NAME, "train", "validation"]
+    assert run_dirs(tmp_path) == [tags.RUN_NAME, "train", "validation"]
     result = read_activations(tmp_path)
     assert result.tags() == all_tags(DEFAULT_LAYERS)
     for tag in image_tags(DEFAULT_LAYERS):
@@ -245,11 +247,12 @@ def test_layer_selection(tmp_path, data, layers, expected):
 
 
 def test_stats_and_histograms_can_be_switched_off(tmp_path, data):
-    """stats=False and histograms=False leave only the images."""
+    """stats=False and histograms=False leave only the images (and each layer's info)."""
     x, y, probe = data
     small_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[
         ActivationLogger(probe, log_dir=tmp_path, stats=False, histograms=False)])  # fmt: skip
-    assert read_activations(tmp_path).tags() == image_tags(DEFAULT_LAYERS)
+    infos = {tags.tag(tags.LAYER, name) for name in DEFAULT_LAYERS}
+    assert read_activations(tmp_path).tags() == image_tags(DEFAULT_LAYERS) | infos
 
 
 def test_each_epoch_is_on_disk_before_the_next_ends(tmp_path, data):
@@ -277,8 +280,8 @@ def test_colormaps(tmp_path, data):
         picture = pictures_at(read_activations(log_dir), "conv_a", 0)[0]
         colours = {tuple(c) for c in picture.reshape(-1, 3)} - {(255, 255, 255)}
         assert colours <= {tuple(c) for c in palette(cmap)}
-    assert ActivationLogger(probe, log_dir=tmp_path, cmap="RdBu_r").options.symmetric
-    assert not ActivationLogger(probe, log_dir=tmp_path).options.symmetric
+    assert ActivationLogger(probe, log_dir=tmp_path, cmap="RdBu_r").config.pictures.symmetric
+    assert not ActivationLogger(probe, log_dir=tmp_path).config.pictures.symmetric
 
 
 def test_write_failure_warns_and_training_goes_on(tmp_path, data):

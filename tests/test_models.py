@@ -27,24 +27,35 @@ import numpy as np
 import pytest
 from conftest import pictures_at, read_activations
 
-from tbviz import ActivationLogger, capture, metadata
-from tbviz import layers as layer_selection
-from tbviz.pictures import LEVELS, render
+from tbviz import ActivationLogger
+from tbviz.io import tags
+from tbviz.io.tags import LEVELS
+from tbviz.model import capture
+from tbviz.model import selection as layer_selection
+from tbviz.numerics import pictures as tbviz_pictures
+from tbviz.numerics.layout import Layout
 
 EPOCHS = 2
 NO_NCHW_WORKER = os.path.join(os.path.dirname(__file__), "_no_nchw_worker.py")
 GRAY = {"cmap": "gray", "normalize": "map", "clip_percentile": 0.0}
 
 
+def render(output, options):
+    """The pictures `options` make of a layer output laid out by its shape (as the walk lays out
+    a layer with nothing more known about it)."""
+    layout = Layout.default(tuple(output.shape)[1:])
+    return tbviz_pictures.render(output, layout, options)
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
 def images(result, path):
-    return result.images[metadata.tag(metadata.IMAGE, path)]
+    return result.images[tags.tag(tags.IMAGE, path)]
 
 
 def image_tags(paths):
-    return {metadata.tag(metadata.IMAGE, p) for p in paths}
+    return {tags.tag(tags.IMAGE, p) for p in paths}
 
 
 def fit(model, x, y, *loggers, batch_size=8, epochs=EPOCHS):
@@ -343,7 +354,7 @@ def test_channels_first_is_read_from_the_layers(tmp_path, rank):
     model = channels_first_model(rank)
     logger = ActivationLogger(x[:2], log_dir=tmp_path, **GRAY)
     assert fit(model, x, y, logger) == []
-    assert [e.channels_first for e in logger._selected] == [True] * 4
+    assert [p.entry.channels_first for p in logger._built.layers] == [True] * 4
     # Outputs (N, 6, 10[, 10]) and (N, 6, 5[, 5]). Rank 3: a channel x time strip, 6 rows.
     # Rank 4: 6 maps in a 2 x 3 grid with 1-pixel separators. Read as channels_last,
     # the sizes would be other ones (10 or 5 channels).
@@ -500,7 +511,7 @@ def test_nested_transfer_learning_model(tmp_path):
     # tapped layers on every backend; here, TensorFlow's graph shows it for all of them).
     if keras.backend.backend() != "tensorflow":
         return
-    graph = default._step.function.get_concrete_function(default._step.probe, default._ranges()).graph
+    graph = default._built.step.function.get_concrete_function(default._built.step.probe, default._ranges()).graph
     convolutions = [
         op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))
     ]
@@ -575,9 +586,9 @@ def test_subclassed_model_layers_are_captured(tmp_path, images12):
         "head": model(probe),
     }
     for path, output in expected.items():
-        indices, _, _ = render(output, chosen.options)
+        indices, _, _ = render(output, chosen.config.pictures)
         for picture, want in zip(
-            pictures_at(result, path, 1), chosen.options.palette[keras.ops.convert_to_numpy(indices)], strict=True
+            pictures_at(result, path, 1), chosen.config.pictures.palette[keras.ops.convert_to_numpy(indices)], strict=True
         ):
             np.testing.assert_array_equal(picture, want, err_msg=path)
     # Every wrapped `call` was restored.
@@ -651,8 +662,8 @@ def test_run_eagerly_model_is_logged_eagerly(tmp_path, images12):
     assert fit(model, x, y, logger) == []
     result = read_activations(tmp_path)
     assert_logged(result, {"conv": (21, 21)}, samples=2)
-    indices, _, _ = render(model.conv(probe), logger.options)
-    expected = logger.options.palette[keras.ops.convert_to_numpy(indices)]
+    indices, _, _ = render(model.conv(probe), logger.config.pictures)
+    expected = logger.config.pictures.palette[keras.ops.convert_to_numpy(indices)]
     for picture, want in zip(pictures_at(result, "conv", 1), expected, strict=True):
         np.testing.assert_array_equal(picture, want)
 
@@ -819,7 +830,7 @@ def test_keras_applications_default_selection(tmp_path, name):
     logger = ActivationLogger(probe, log_dir=tmp_path)
     logger.set_model(model)
     logger.on_train_begin()
-    assert [e.path for e in logger._selected] == expected
+    assert [p.entry.path for p in logger._built.layers] == expected
     in_depth_order = [layer.name for layer in model.layers if layer.name in expected]
     assert in_depth_order == expected
     logger.on_train_end()

@@ -5,17 +5,32 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
-from tbviz import pictures
-from tbviz.pictures import (
+from tbviz.io.png import palette
+from tbviz.io.tags import (
     LEVELS,
     NONFINITE_COLOR,
     NONFINITE_INDEX,
     SEPARATOR_COLOR,
     SEPARATOR_INDEX,
-    PictureOptions,
 )
+from tbviz.numerics import layout as layouts
+from tbviz.numerics import pictures
+from tbviz.numerics.layout import Layout
+from tbviz.numerics.pictures import PictureOptions
 
 SEP = SEPARATOR_INDEX
+
+
+def to_maps(x, channels_first=False, max_channels=64, **options):
+    """`pictures.to_maps` of `x` by its shape's default layout; returns ``(maps, grid)``."""
+    layout = Layout.default(tuple(np.shape(x))[1:], channels_first)
+    maps = pictures.to_maps(x, layout, max_channels=max_channels, **options)
+    return maps, layout.grid(max_channels)
+
+
+def render(x, options, **kw):
+    """`pictures.render` of `x` by its shape's default layout."""
+    return pictures.render(x, Layout.default(tuple(np.shape(x))[1:]), options, **kw)
 
 
 def level(unit):
@@ -30,27 +45,27 @@ def level(unit):
 )  # fmt: skip
 def test_grid_shape(count, expected):
     """Channel counts get near-square grids; 32 gives the article's 4 x 8."""
-    assert pictures.grid_shape(count) == expected
+    assert layouts.grid_shape(count) == expected
     rows, cols = expected
     assert rows * cols >= count > (rows - 1) * cols
 
 
 def test_block_shape_is_exact_factorisation():
     """Dense units form a block with no empty cells, as square as the count allows."""
-    assert pictures.block_shape(500) == (20, 25)
-    assert pictures.block_shape(10) == (2, 5)
-    assert pictures.block_shape(13) == (1, 13)
+    assert layouts.block_shape(500) == (20, 25)
+    assert layouts.block_shape(10) == (2, 5)
+    assert layouts.block_shape(13) == (1, 13)
 
 
 def test_palette_layout():
     """254 evenly spaced levels of the colour map, then the separator and NaN colours."""
-    gray = pictures.palette("gray")
+    gray = palette("gray")
     assert gray.shape == (256, 3) and gray.dtype == np.uint8
     expected = np.round(np.arange(LEVELS) * 255 / (LEVELS - 1))
     np.testing.assert_array_equal(gray[:LEVELS, 0], expected)
     np.testing.assert_array_equal(gray[SEPARATOR_INDEX], SEPARATOR_COLOR)
     np.testing.assert_array_equal(gray[NONFINITE_INDEX], NONFINITE_COLOR)
-    viridis = pictures.palette("viridis")
+    viridis = palette("viridis")
     np.testing.assert_array_equal(viridis[0], [68, 1, 84])  # viridis' dark purple end
     np.testing.assert_array_equal(viridis[LEVELS - 1], [253, 231, 37])  # and its yellow end
 
@@ -58,54 +73,54 @@ def test_palette_layout():
 def test_unknown_cmap_names_close_matches():
     """A misspelt colour map is refused with the nearest real names."""
     with pytest.raises(ValueError, match=r"viridis.*Received: cmap='viridiss'"):
-        pictures.palette("viridiss")
+        palette("viridiss")
 
 
 def test_to_maps_channels_last_and_first_agree():
     """A rank-4 output gives one map per channel, the same for both data formats."""
     x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # N, H, W, C
-    maps, grid = pictures.to_maps(x)
+    maps, grid = to_maps(x)
     assert maps.shape == (2, 3, 4, 5) and grid == (2, 3)
     np.testing.assert_array_equal(maps[1, :, :, 2], x[1, :, :, 2])
-    first, grid_first = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True)
+    first, grid_first = to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True)
     np.testing.assert_array_equal(first, maps)
     assert grid_first == grid
 
 
 def test_to_maps_caps_channels():
     """Only the first max_channels channels are kept."""
-    maps, grid = pictures.to_maps(np.zeros((1, 2, 2, 100), np.float32), max_channels=32)
+    maps, grid = to_maps(np.zeros((1, 2, 2, 100), np.float32), max_channels=32)
     assert maps.shape == (1, 2, 2, 32) and grid == (4, 8)
 
 
 def test_to_maps_other_ranks():
     """Ranks 2, 3 and 5 become a unit block, a channel x time strip and depth tiles."""
     dense = np.arange(2 * 6, dtype=np.float32).reshape(2, 6)
-    maps, grid = pictures.to_maps(dense)
+    maps, grid = to_maps(dense)
     assert maps.shape == (2, 2, 3, 1) and grid == (1, 1)
     np.testing.assert_array_equal(maps[1, :, :, 0], [[6, 7, 8], [9, 10, 11]])
 
     seq = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)  # N, T, C
-    maps, grid = pictures.to_maps(seq)
+    maps, grid = to_maps(seq)
     assert maps.shape == (2, 3, 5, 1) and grid == (1, 1)
     np.testing.assert_array_equal(maps[0, :, :, 0], seq[0].T)
 
     vol = np.random.default_rng(0).random((1, 4, 3, 3, 2)).astype(np.float32)  # N, D, H, W, C
-    maps, grid = pictures.to_maps(vol)
+    maps, grid = to_maps(vol)
     assert maps.shape == (1, 3, 3, 8) and grid == (2, 4)
     np.testing.assert_array_equal(maps[0, :, :, 4 + 2], vol[0, 2, :, :, 1])  # channel 1, depth 2
 
 
 def test_to_maps_casts_float16():
     """float16 activations are computed in float32."""
-    maps, _ = pictures.to_maps(np.ones((1, 2, 2, 1), np.float16))
+    maps, _ = to_maps(np.ones((1, 2, 2, 1), np.float16))
     assert keras.backend.standardize_dtype(maps.dtype) == "float32"
 
 
 def test_tile_size_fits_max_size():
     """Maps shrink, keeping aspect, so that the grid with separators fits max_size."""
-    assert pictures.tile_size((27, 27), (4, 8), max_size=512, padding=1) == (27, 27)
-    h, w = pictures.tile_size((112, 112), (8, 8), max_size=256, padding=1)
+    assert layouts.tile_size((27, 27), (4, 8), max_size=512, padding=1) == (27, 27)
+    h, w = layouts.tile_size((112, 112), (8, 8), max_size=256, padding=1)
     assert (h, w) == (31, 31) and 8 * w + 7 <= 256
 
 
@@ -123,28 +138,31 @@ def test_downsample_averages_areas():
 def test_to_maps_shrinks_before_transposing(channels_first):
     """With max_size, each map is the area average of the full-size map, in either data format."""
     x = np.random.default_rng(2).random((2, 8, 8, 4)).astype(np.float32)
-    maps, grid = pictures.to_maps(x, max_size=9, padding=1)  # 2x2 grid of 4x4 maps: 4 + 1 + 4
+    maps, grid = to_maps(x, max_size=9, padding=1)  # 2x2 grid of 4x4 maps: 4 + 1 + 4
     assert grid == (2, 2) and maps.shape == (2, 4, 4, 4)
     expected = x.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4))
     if channels_first:
-        maps, _ = pictures.to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True, max_size=9)
+        maps, _ = to_maps(np.transpose(x, [0, 3, 1, 2]), channels_first=True, max_size=9)
     np.testing.assert_allclose(maps, expected, rtol=1e-6)
 
 
 def test_to_maps_shrinks_volumes_and_sequences():
     """Depth slices and heat strips shrink too, to fit max_size."""
     vol = np.random.default_rng(0).random((1, 2, 8, 8, 3)).astype(np.float32)
-    maps, grid = pictures.to_maps(vol, max_size=17)  # 3 channel rows x 2 depth columns
+    maps, grid = to_maps(vol, max_size=17)  # 3 channel rows x 2 depth columns
     assert grid == (3, 2) and maps.shape == (1, 5, 5, 6)  # 3 rows of 5 + 2 separators = 17
     np.testing.assert_allclose(
         to_np(maps)[0, :, :, 1],
         to_np(pictures.downsample(vol[:, 1, :, :, :1], (5, 5)))[0, :, :, 0],
         rtol=1e-6,
     )
-    strip, _ = pictures.to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
+    strip, _ = to_maps(np.ones((1, 100, 6), np.float32), max_size=50)
     assert strip.shape == (1, 6, 50, 1)  # time shrinks; the 6 channels keep their rows
-    long, _ = pictures.to_maps(np.ones((1, 2000, 300), np.float32), max_size=256)
-    assert long.shape == (1, 256, 256, 1)
+    long, _ = to_maps(np.ones((1, 2000, 300), np.float32), max_size=256, max_channels=300)
+    assert long.shape == (1, 256, 256, 1)  # each axis shrinks on its own
+    cut, _ = to_maps(np.tile(np.arange(300, dtype=np.float32), (1, 2000, 1)), max_size=256)
+    assert cut.shape == (1, 64, 256, 1)  # the first max_channels=64 channels, as for images
+    np.testing.assert_allclose(to_np(cut)[0, :, 0, 0], np.arange(64), rtol=1e-5)
 
 
 def test_value_range_per_map_and_per_layer():
@@ -201,7 +219,7 @@ def test_value_range_ignores_nonfinite_and_can_be_symmetric():
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_constant_map_gives_no_nan(dtype):
     """A constant map (dead channel) normalises to 0, in float16 too."""
-    maps, _ = pictures.to_maps(np.full((1, 3, 3, 1), 7.0, dtype))
+    maps, _ = to_maps(np.full((1, 3, 3, 1), 7.0, dtype))
     lo, hi = pictures.value_range(maps, per_map=True)
     unit = to_np(pictures.normalize(maps, lo, hi))
     assert not np.isnan(unit).any() and (unit == 0).all()
@@ -236,7 +254,7 @@ def test_render_exact_pixels_per_map():
     x[0, :, :, 0] = [[0, 1], [2, 3]]
     x[0, :, :, 1] = [[-1, -1], [-1, 1]]
     options = PictureOptions(cmap="gray", clip_percentile=0.0)
-    image, _, _ = pictures.render(x, options)
+    image, _, _ = render(x, options)
     image = to_np(image)
     assert image.shape == (1, 2, 5) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[0, :, :2], level([[0, 1 / 3], [2 / 3, 1]]))
@@ -250,14 +268,14 @@ def test_render_layer_and_fixed_ranges():
     x[0, 0, :, 0] = [0, 4]
     x[0, 0, :, 1] = [1, 2]
     layer = PictureOptions(normalize="layer", cmap="gray", clip_percentile=0.0)
-    image, lo, hi = pictures.render(x, layer)
+    image, lo, hi = render(x, layer)
     assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 4.0)
     np.testing.assert_array_equal(to_np(image)[0, 0, [0, 1, 3, 4]], level([0, 1, 0.25, 0.5]))
     fixed = PictureOptions(normalize="fixed", cmap="gray", clip_percentile=0.0)
-    image, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(0), np.float32(8)))
+    image, lo, hi = render(x, fixed, fixed_range=(np.float32(0), np.float32(8)))
     assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 8.0)
     np.testing.assert_array_equal(to_np(image)[0, 0, [0, 1, 3, 4]], level([0, 0.5, 0.125, 0.25]))
-    _, lo, hi = pictures.render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
+    _, lo, hi = render(x, fixed, fixed_range=(np.float32(np.nan), np.float32(np.nan)))
     assert (to_np(lo).item(), to_np(hi).item()) == (0.0, 4.0)
 
 
@@ -268,8 +286,8 @@ def test_render_all_at_once_and_one_sample_at_a_time_agree(normalize):
     x = np.random.default_rng(5).normal(size=(3, 6, 5, 130)).astype(np.float32)
     x[1, 2, 3, 7] = np.nan
     options = PictureOptions(normalize=normalize, max_channels=64)
-    at_once = pictures.render(x, options)  # 64 of 130 channels: maps under half the output
-    per_sample = pictures.render(x[..., :64], options)  # maps are the whole output
+    at_once = render(x, options)  # 64 of 130 channels: maps under half the output
+    per_sample = render(x[..., :64], options)  # maps are the whole output
     np.testing.assert_array_equal(at_once[0], per_sample[0])
     assert at_once[0][1, 2, 3 + 7 * 6] == NONFINITE_INDEX
     for a, b in zip(at_once[1:], per_sample[1:], strict=True):
@@ -281,7 +299,7 @@ def test_render_marks_nan_and_inf(value):
     """NaN and +-Inf pixels get the marker index, not the end of the colour range."""
     x = np.random.default_rng(6).random((1, 4, 4, 1)).astype(np.float32)
     x[0, 1, 2, 0] = value
-    image = to_np(pictures.render(x, PictureOptions())[0])
+    image = to_np(render(x, PictureOptions())[0])
     assert image[0, 1, 2] == NONFINITE_INDEX
     assert (np.delete(image.ravel(), 6) < LEVELS).all()
 
@@ -290,7 +308,7 @@ def test_render_does_not_modify_input():
     """The caller's array is left as it was."""
     x = np.random.default_rng(1).random((2, 4, 4, 3)).astype(np.float32)
     before = x.copy()
-    pictures.render(x, PictureOptions())
+    render(x, PictureOptions())
     np.testing.assert_array_equal(x, before)
 
 

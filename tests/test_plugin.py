@@ -15,7 +15,9 @@ from _tensorboard_support import CommandLineServer, Server
 from conftest import small_cnn
 from PIL import Image
 
-from tbviz import ActivationLogger, events, metadata
+from tbviz import ActivationLogger
+from tbviz.io import tags
+from tbviz.io.reader import RunReader, read_pictures, read_run
 from tbviz.plugin import IMAGE_SAMPLES, PLUGIN_NAME
 
 pytestmark = pytest.mark.backend_independent  # not about the Keras backend: runs once (conftest.py)
@@ -105,15 +107,15 @@ def test_run_gives_layers_in_model_order_every_logged_epoch_and_the_change(board
 
 def test_change_is_a_scalar_in_the_scalars_dashboard(board):
     """change/<layer> is an ordinary scalar: TensorBoard's Scalars dashboard lists and serves it."""
-    tags = board.json("/data/plugin/scalars/tags")["exp1/activations"]
-    assert {metadata.tag(metadata.CHANGE, layer) for layer in LAYERS} <= set(tags)
+    scalar_tags = board.json("/data/plugin/scalars/tags")["exp1/activations"]
+    assert {tags.tag(tags.CHANGE, layer) for layer in LAYERS} <= set(scalar_tags)
     values = board.json("/data/plugin/scalars/scalars?run=exp1/activations&tag=change/conv_b")
     assert [step for _, step, _ in values] == [1, 2]
 
 
 def test_picture_is_the_logged_png_and_cacheable(board, logdir):
     """A picture is the logged PNG byte for byte, cached by the browser."""
-    logged = events.read_run(str(logdir / "exp2" / "activations"))
+    logged = read_run(str(logdir / "exp2" / "activations"))
     for step_index, step in enumerate((0, 5, 10)):
         for sample in range(3):
             status, headers, body = board.get(
@@ -141,7 +143,7 @@ def test_difference_of_two_runs_is_a_picture_of_the_same_size(board):
         assert a.size == b.size == p.size
         logged = np.asarray(p)
         same_rgb = np.asarray(b.convert("RGB"))
-        real = logged < metadata.LEVELS
+        real = logged < tags.LEVELS
         # No difference: the middle of the diverging map, white-ish, wherever there is a map.
         assert (same_rgb[real].min(axis=-1) > 240).all()
         assert np.asarray(a.convert("RGB"))[real].std() > 0
@@ -227,7 +229,7 @@ def test_a_live_run_shows_new_epochs_and_new_runs(tmp_path):
 def test_reader_reads_only_what_was_appended(tmp_path):
     """RunReader: records appended to an open event file are read on the next update, once."""
     path = write_log(tmp_path, {"conv": (4, 4)}, range(2))
-    reader = events.RunReader(str(tmp_path), pictures=False)
+    reader = RunReader(str(tmp_path), pictures=False)
     assert reader.update()
     assert [s.step for s in reader.result().images["feature_maps/conv"]] == [0, 1]
     assert not reader.update()
@@ -247,7 +249,7 @@ def test_reader_reads_only_what_was_appended(tmp_path):
     assert result.problems == []
     item = result.images["feature_maps/conv"][4]
     assert item.pngs == [] and item.count == 2
-    assert events.read_pictures(item, "feature_maps/conv") == events.read_run(
+    assert read_pictures(item, "feature_maps/conv") == read_run(
         str(tmp_path)
     ).images["feature_maps/conv"][4].pngs
 

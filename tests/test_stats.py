@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
-from tbviz import stats as stats_module
-from tbviz.stats import count_nonfinite, layer_statistics
+from tbviz.numerics import stats as stats_module
+from tbviz.numerics.stats import count_nonfinite, sample, sample_statistics
+
+
+def layer_statistics(x):
+    """What the step computes of one layer's output: its sample's statistics and its NaN/Inf count."""
+    return {**sample_statistics(sample(x)), "nonfinite": count_nonfinite(x)}
 
 
 def test_statistics_match_numpy():

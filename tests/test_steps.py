@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import read_activations
 
-from tbviz import metadata
+from tbviz.io import tags
 
 # Each backend in its own worker process, started from the TensorFlow run.
 pytestmark = pytest.mark.backend_independent
@@ -49,8 +49,8 @@ def test_each_epoch_pictures_that_epochs_weights(trained, run, layer):
     backend, result, directory = trained
     logged = read_activations(directory / run)
     assert not logged.problems
-    assert [s.step for s in logged.images[metadata.tag(metadata.IMAGE, layer)]] == [0, 1, 2]
-    means = logged.scalars[metadata.tag(metadata.MEAN, layer)]
+    assert [s.step for s in logged.images[tags.tag(tags.IMAGE, layer)]] == [0, 1, 2]
+    means = logged.scalars[tags.tag(tags.MEAN, layer)]
     assert [step for step, _ in means] == list(range(EPOCHS))
     direct = result[run]["means"]
     np.testing.assert_allclose([value for _, value in means], direct, rtol=1e-4, atol=1e-6)

@@ -11,7 +11,8 @@ from conftest import small_cnn
 from PIL import Image
 from tensorboard import program
 
-from tbviz import ActivationLogger, metadata
+from tbviz import ActivationLogger
+from tbviz.io import tags
 
 EPOCHS = 12  # more than the 10 steps per tag TensorBoard keeps by default
 
@@ -34,15 +35,15 @@ def test_tensorboard_serves_every_epoch(tmp_path, data, tensorboard_servers):
     url = board.launch().rstrip("/")
     assert len(tensorboard_servers) == 1  # shut down when the test ends
 
-    assert metadata.RUN_NAME in json.loads(get(f"{url}/data/runs"))
-    tags = json.loads(get(f"{url}/data/plugin/images/tags"))[metadata.RUN_NAME]
+    assert tags.RUN_NAME in json.loads(get(f"{url}/data/runs"))
+    image_tags = json.loads(get(f"{url}/data/plugin/images/tags"))[tags.RUN_NAME]
     sizes = {"conv_a": (10, 10, 2, 4), "pool_a": (5, 5, 2, 4), "conv_b": (3, 3, 2, 2)}
-    assert set(tags) == {metadata.tag(metadata.IMAGE, name) for name in sizes}
+    assert set(image_tags) == {tags.tag(tags.IMAGE, name) for name in sizes}
     for name, (h, w, rows, cols) in sizes.items():
-        tag = metadata.tag(metadata.IMAGE, name)
-        assert tags[tag]["samples"] == len(probe)
+        tag = tags.tag(tags.IMAGE, name)
+        assert image_tags[tag]["samples"] == len(probe)
         for sample in range(len(probe)):
-            query = urllib.parse.urlencode({"run": metadata.RUN_NAME, "tag": tag, "sample": sample})
+            query = urllib.parse.urlencode({"run": tags.RUN_NAME, "tag": tag, "sample": sample})
             entries = json.loads(get(f"{url}/data/plugin/images/images?{query}"))
             assert [e["step"] for e in entries] == list(range(EPOCHS))
             png = get(f"{url}/data/plugin/images/individualImage?{entries[-1]['query']}")

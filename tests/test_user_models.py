@@ -15,17 +15,19 @@ import pytest
 from conftest import pictures_at, read_activations
 from test_models import GRAY, assert_monotone, batches_until_refused, fit
 
-from tbviz import ActivationLogger, metadata
-from tbviz import layers as layer_selection
-from tbviz.summary import LayerSummaryWriter
+from tbviz import ActivationLogger
+from tbviz.io import tags
+from tbviz.io.summaries import LayerRecord
+from tbviz.io.writer import RunWriter
+from tbviz.model import selection as layer_selection
 
 
 def image_paths(result):
-    return {metadata.parse_tag(tag)[1] for tag in result.images}
+    return {tags.parse_tag(tag)[1] for tag in result.images}
 
 
 def steps_and_samples(result, path):
-    return [(s.step, len(s.pngs)) for s in result.images[metadata.tag(metadata.IMAGE, path)]]
+    return [(s.step, len(s.pngs)) for s in result.images[tags.tag(tags.IMAGE, path)]]
 
 
 @pytest.fixture
@@ -196,7 +198,7 @@ def test_wrapper_without_call_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=message):
         gan.fit(real, epochs=1, batch_size=8, verbose=0, callbacks=[logger, counter])
     assert batches == []
-    assert not os.path.exists(tmp_path / metadata.RUN_NAME)
+    assert not os.path.exists(tmp_path / tags.RUN_NAME)
 
 
 def test_model_argument_must_be_a_keras_model(tmp_path):
@@ -263,7 +265,7 @@ def test_siamese_shared_encoder_is_pictured_for_each_call(tmp_path):
 
 
 def test_input_layer_is_pictured_as_the_probe(tmp_path, images16):
-    """Selecting every rank-4 layer, the input included, works: the input's card is the probe as the model sees it."""
+    """Selecting every rank-4 layer, the input included, works: the input's card is the probe as the model sees it, an RGB image (its range stretched to 0..255)."""
     x, y = images16
     x, probe = x / 255, x[:2] / 255
     keras.utils.set_random_seed(0)
@@ -279,11 +281,12 @@ def test_input_layer_is_pictured_as_the_probe(tmp_path, images16):
     result = read_activations(tmp_path)
     assert image_paths(result) == {"image", "conv"}
     assert steps_and_samples(result, "image") == [(0, 2), (1, 2)]
+    lo, hi = probe.min(), probe.max()  # one range for the whole image, all samples
+    expected = np.floor((probe - lo) / (hi - lo) * 255 + 0.5)
     for n, picture in enumerate(pictures_at(result, "image", 0)):
-        assert picture.shape[:2] == (16, 50)  # 3 channels of 16x16 in one row, 1-px gaps
-        for channel in range(3):
-            cell = picture[:, channel * 17 : channel * 17 + 16, 0]
-            assert_monotone(cell, probe[n, :, :, channel], f"sample {n} channel {channel}")
+        assert picture.shape == (16, 16, 3)  # the image itself, not 3 maps side by side
+        assert np.abs(picture.astype(float) - expected[n]).max() <= 1, f"sample {n}"
+    assert result.info("image").layout == "image" and result.info("image").cmap == "rgb"
 
 
 def test_input_of_a_nested_model_is_refused_truthfully(tmp_path, images16):
@@ -329,14 +332,12 @@ def test_large_probe_is_cut_with_a_warning(tmp_path, images16):
 @pytest.mark.backend_independent
 def test_lost_event_file_message_names_the_file(tmp_path):
     """When the event file is gone after a write, the error names that file (not None)."""
-    writer = LayerSummaryWriter(str(tmp_path))
-    pictures, palette = np.zeros((1, 4, 4), np.uint8), np.zeros((256, 3), np.uint8)
-    writer.write("conv", 0, pictures, palette)
-    writer.flush()
-    (path,) = (tmp_path / metadata.RUN_NAME).glob("events.out.tfevents.*")
+    writer = RunWriter(str(tmp_path))
+    record = LayerRecord("conv", np.zeros((1, 4, 4), np.uint8), np.zeros((256, 3), np.uint8))
+    writer.write_epoch(0, [record])
+    (path,) = (tmp_path / tags.RUN_NAME).glob("events.out.tfevents.*")
     os.remove(path)
-    writer.write("conv", 1, pictures, palette)
     with pytest.raises(OSError) as error:
-        writer.flush()
+        writer.write_epoch(1, [record])
     assert str(error.value).startswith(f"the event file {path} was removed")
     writer.close()

@@ -2,7 +2,7 @@
 
 Installed with tbviz through the ``tensorboard_plugins`` entry point, so plain
 ``tensorboard --logdir LOGDIR`` shows it. Its server side (`server`) reads
-tbviz's runs with `tbviz.events` -- every logged step, whatever TensorBoard's
+tbviz's runs with `tbviz.io.reader` -- every logged step, whatever TensorBoard's
 ``--samples_per_plugin`` -- and serves JSON and pictures; its page
 (``static/index.js``, a plain ES module, and ``static/style.css``) is loaded
 by TensorBoard in an iframe.
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from tensorboard.plugins import base_plugin
 
-PLUGIN_NAME = "activations"
+from tbviz.io.tags import PLUGIN_NAME
+
+__all__ = ["IMAGE_SAMPLES", "PLUGIN_NAME", "ActivationsLoader"]
 
 #: Steps kept per image tag by TensorBoard's loaders when the user named no count for
 #: ``images``: every epoch of any real run. (``images=0``, "keep all", is broken:

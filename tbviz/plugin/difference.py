@@ -2,7 +2,7 @@
 
 tbviz pictures are palette PNGs whose indices are the normalised values:
 index ``i < LEVELS`` stands for ``i / (LEVELS - 1)`` in [0, 1] (see
-`tbviz.metadata`), `SEPARATOR_INDEX` is a grid separator and
+`tbviz.io.tags`), `SEPARATOR_INDEX` is a grid separator and
 `NONFINITE_INDEX` a NaN/Inf pixel. The difference picture is ``B - A`` of
 those normalised values, in [-1, 1], coloured with a diverging map (blue:
 lower in B, white: equal, red: higher in B). Pictures in another format (RGB
@@ -16,12 +16,14 @@ also shows how much the activations grew or shrank.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
 from PIL import Image
 
-from tbviz.metadata import LEVELS, NONFINITE_COLOR, NONFINITE_INDEX, SEPARATOR_INDEX
+from tbviz.io.png import colormap_colours, encode_palette_png
+from tbviz.io.tags import LEVELS, NONFINITE_COLOR, NONFINITE_INDEX, SEPARATOR_INDEX
 
 DIVERGING_CMAP = "RdBu_r"
 SEPARATOR_GREY = (200, 200, 200)
@@ -68,12 +70,8 @@ def difference_png(png_a: bytes, png_b: bytes) -> tuple[bytes, float]:
     nonfinite = _nonfinite(png_a) | _nonfinite(png_b)
     indices[~both] = SEPARATOR_INDEX
     indices[nonfinite] = NONFINITE_INDEX
-    image = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
-    image.putpalette(_palette().tobytes())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)
     mean = float(np.abs(delta[both]).mean()) if both.any() else 0.0
-    return buffer.getvalue(), mean
+    return encode_palette_png(indices, _palette()), mean
 
 
 def _nonfinite(png: bytes) -> np.ndarray:
@@ -83,20 +81,12 @@ def _nonfinite(png: bytes) -> np.ndarray:
         return np.zeros(image.size[::-1], bool)
 
 
-_PALETTE: np.ndarray | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def _palette() -> np.ndarray:
     """256 colours: `_STEPS` of the diverging map, then grey separators, magenta NaN/Inf."""
-    global _PALETTE
-    if _PALETTE is None:
-        import matplotlib
-
-        colours = matplotlib.colormaps[DIVERGING_CMAP].resampled(_STEPS)(np.arange(_STEPS))[:, :3]
-        palette = np.zeros((256, 3), np.uint8)
-        palette[:_STEPS] = np.round(colours * 255)
-        palette[_STEPS:] = SEPARATOR_GREY
-        palette[SEPARATOR_INDEX] = SEPARATOR_GREY
-        palette[NONFINITE_INDEX] = NONFINITE_COLOR
-        _PALETTE = palette
-    return _PALETTE
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:_STEPS] = colormap_colours(DIVERGING_CMAP, _STEPS)
+    palette[_STEPS:] = SEPARATOR_GREY
+    palette[SEPARATOR_INDEX] = SEPARATOR_GREY
+    palette[NONFINITE_INDEX] = NONFINITE_COLOR
+    return palette

@@ -3,7 +3,7 @@
 Runs are found under TensorBoard's log directory at any depth: directories
 named ``activations`` (where `ActivationLogger` writes) holding event files,
 or, when there is none, every directory holding event files with tbviz
-pictures. Each run is read with `tbviz.events.RunReader` without keeping the
+pictures. Each run is read with `tbviz.io.RunReader` without keeping the
 PNGs in memory, and later only what was appended to it is read (a run still
 being written shows its new epochs). A picture request reads its one record
 back from the event file.
@@ -34,6 +34,7 @@ found.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,18 +49,18 @@ from importlib import resources
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbviz import events, metadata
-from tbviz.export import layer_order, run_directories, run_name
-from tbviz.plugin import PLUGIN_NAME
+from tbviz.io import runs, tags
+from tbviz.io.reader import ImageStep, ReadResult, RunReader, event_files, read_pictures
+from tbviz.io.tags import PLUGIN_NAME
 from tbviz.plugin.difference import PictureMismatch, difference_png
+from tbviz.plugin.heat import HeatScale, hex_colour, ramp
 
 logger = logging.getLogger(__name__)
 
 _STATIC = {"/index.js": "text/javascript", "/style.css": "text/css"}
 _INTEGER = re.compile(r"[-+]?[0-9]{1,40}")
 _PICTURE_CACHE_SECONDS = 365 * 24 * 3600
-_NORMALIZE = re.compile(r"normalize='(map|layer|fixed)'")
-_KINDS = (metadata.IMAGE, metadata.CHANGE)  # what the tab shows
+_KINDS = (tags.IMAGE, tags.CHANGE, tags.LAYER)  # what the tab shows
 
 
 class _BadRequest(Exception):
@@ -70,9 +71,9 @@ class _BadRequest(Exception):
 class _Index:
     """What one read of a run gives the routes: layers in order, steps by layer."""
 
-    result: events.ReadResult
+    result: ReadResult
     layers: list[str]
-    steps: dict[str, dict[int, events.ImageStep]]
+    steps: dict[str, dict[int, ImageStep]]
     token: str  # changes when the run gets another event file: in picture URLs, for caches
     version: str  # changes with anything new: the page fetches /run again when it does
 
@@ -81,7 +82,7 @@ class _Index:
 class _Run:
     name: str
     path: str
-    reader: events.RunReader
+    reader: RunReader
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: _Index | None = None
 
@@ -122,14 +123,10 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     # -- runs ----------------------------------------------------------------------
 
     def _discover(self) -> dict[str, str]:
-        """Run name -> directory of the candidate runs (see the module doc)."""
+        """Run name -> directory of the candidate runs (see `tbviz.io.runs`)."""
         if not self._logdir or "://" in self._logdir or not os.path.isdir(self._logdir):
             return {}
-        directories = run_directories(self._logdir)
-        named = [
-            d for d in directories if os.path.basename(os.path.abspath(d)) == metadata.RUN_NAME
-        ]
-        return {run_name(self._logdir, d): d for d in (named or directories)}
+        return runs.candidate_runs(self._logdir)
 
     def _list_runs(self) -> tuple[list[str], list[str]]:
         """The runs with tbviz pictures, brought up to date, and notices about the log directory."""
@@ -142,7 +139,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         with self._lock:
             for name, path in found.items():
                 if name not in self._runs:
-                    reader = events.RunReader(path, pictures=False, kinds=_KINDS)
+                    reader = RunReader(path, pictures=False, kinds=_KINDS)
                     self._runs[name] = _Run(name, path, reader)
             for name in list(self._runs):
                 if name not in found:
@@ -191,7 +188,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         if not names and not notices:
             notices.append(
                 f"No tbviz pictures under {self._logdir!r} yet: ActivationLogger(log_dir=...) "
-                f"writes them to <log_dir>/{metadata.RUN_NAME}; they show here as soon as the "
+                f"writes them to <log_dir>/{tags.RUN_NAME}; they show here as soon as the "
                 "first epoch is logged."
             )
         versions = {
@@ -209,13 +206,18 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         index = self._index(run, refresh=True)
         result = index.result
         layers = []
+        heat = HeatScale.of(
+            value
+            for layer in index.layers
+            for _, value in result.scalars.get(tags.tag(tags.CHANGE, layer), [])
+        )
         for layer in index.layers:
-            tag = metadata.tag(metadata.IMAGE, layer)
+            tag = tags.tag(tags.IMAGE, layer)
             steps = index.steps[layer]
             last = steps[max(steps)]
             description = result.descriptions.get(tag, "")
-            normalize = _NORMALIZE.search(description)
-            changes = dict(result.scalars.get(metadata.tag(metadata.CHANGE, layer), []))
+            info = result.info(layer)
+            changes = dict(result.scalars.get(tags.tag(tags.CHANGE, layer), []))
             layers.append(
                 {
                     "name": layer,
@@ -224,8 +226,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                     "width": last.width,
                     "height": last.height,
                     "description": description,
-                    "normalize": normalize.group(1) if normalize else None,
+                    "normalize": info.normalize if info else None,
+                    "info": dataclasses.asdict(info) if info else None,
                     "change": [_number(changes.get(step)) for step in sorted(steps)],
+                    "change_colour": [
+                        hex_colour(heat.colour(changes.get(step))) for step in sorted(steps)
+                    ],
                 }
             )
         all_steps = sorted({step for layer in index.steps.values() for step in layer})
@@ -235,6 +241,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "token": index.token,
             "steps": all_steps,
             "layers": layers,
+            "change_scale": {"low": heat.low, "high": heat.high, "ramp": ramp()},
+            "coarse_size": tags.COARSE_SIZE,
             "notices": [f"Skipped while reading: {p}" for p in result.problems],
         }
 
@@ -268,7 +276,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     def _step(
         self, run: _Run, layer: str | None, step: str | None, what: str = "step"
-    ) -> tuple[events.ImageStep, str]:
+    ) -> tuple[ImageStep, str]:
         index = self._index(run, refresh=False)
         if not layer:
             raise _BadRequest("missing parameter 'layer'")
@@ -285,7 +293,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 f"layer {layer!r} of run {run.name!r} has no logged epoch {int(step)}; "
                 f"its {len(steps)} logged epochs run from {first} to {last}"
             )
-        return steps[int(step)], metadata.tag(metadata.IMAGE, layer)
+        return steps[int(step)], tags.tag(tags.IMAGE, layer)
 
 
 def _wsgi(handler: Callable[[wrappers.Request], wrappers.Response]):
@@ -297,16 +305,16 @@ def _wsgi(handler: Callable[[wrappers.Request], wrappers.Response]):
     return application
 
 
-def _make_index(reader: events.RunReader) -> _Index:
+def _make_index(reader: RunReader) -> _Index:
     result = reader.result()
-    layers = layer_order(result)
+    layers = runs.layer_order(result)
     steps = {
-        layer: {item.step: item for item in result.images[metadata.tag(metadata.IMAGE, layer)]}
+        layer: {item.step: item for item in result.images[tags.tag(tags.IMAGE, layer)]}
         for layer in layers
     }
     # Changes when a run gets another event file (a resumed run may log a step again).
     token = hashlib.sha1(
-        "\n".join(os.path.basename(p) for p in events.event_files(reader.run_dir)).encode()
+        "\n".join(os.path.basename(p) for p in event_files(reader.run_dir)).encode()
     ).hexdigest()[:12]
     items = sum(map(len, result.images.values())) + sum(map(len, result.scalars.values()))
     return _Index(result, layers, steps, token, f"{token}.{items}.{len(result.problems)}")
@@ -317,7 +325,7 @@ def _number(value: float | None) -> float | None:
     return float(f"{value:.4g}") if value is not None and math.isfinite(value) else None
 
 
-def _sample(sample: str | None, item: events.ImageStep) -> int:
+def _sample(sample: str | None, item: ImageStep) -> int:
     if sample is None or not _INTEGER.fullmatch(sample):
         raise _BadRequest(
             f"parameter 'sample' must be an integer (a probe image); received {sample!r}"
@@ -331,8 +339,8 @@ def _sample(sample: str | None, item: events.ImageStep) -> int:
     return value
 
 
-def _read(item: events.ImageStep, tag: str) -> list[bytes]:
-    pictures = events.read_pictures(item, tag)
+def _read(item: ImageStep, tag: str) -> list[bytes]:
+    pictures = read_pictures(item, tag)
     if len(pictures) != item.count:
         raise OSError(f"the record of epoch {item.step} changed on disk")
     return pictures

@@ -56,7 +56,10 @@ async function getJson(route, params) {
 
 // Adds to each layer of a /run answer its change values by step.
 function prepare(data) {
-  for (const layer of data.layers) layer.changeAt = new Map(layer.steps.map((step, i) => [step, layer.change[i]]));
+  for (const layer of data.layers) {
+    layer.changeAt = new Map(layer.steps.map((step, i) => [step, layer.change[i]]));
+    layer.colourAt = new Map(layer.steps.map((step, i) => [step, layer.change_colour[i]]));
+  }
   return data;
 }
 
@@ -391,30 +394,17 @@ function sameSize(a, b) {
 
 // ---------------------------------------------------------------- change heat map
 
-// A few stops of viridis, interpolated: the heat map's colour scale.
-const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-
-function colour(t) {
-  const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
-  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
-  const f = x - i;
-  const [r, g, b] = VIRIDIS[i].map((v, k) => Math.round(v + (VIRIDIS[i + 1][k] - v) * f));
-  return `rgb(${r}, ${g}, ${b})`;
-}
-
 function drawChange(data) {
   const layers = visibleLayers(data);
-  const values = layers.flatMap((l) => l.change).filter((v) => v !== null && v > 0);
+  const scale = data.change_scale;
   const note = el("p", {className: "explain", id: "change-explanation", text:
     "Change of each layer's activations on the probe batch since the previous logged epoch: the relative L2 change ||a − b|| / ||b|| " +
-    "of the layer's maps (each shrunk to at most 8 × 8, raw values), the change/<layer> scalar. Bright: still changing; dark: settled. " +
-    "Log colour scale. The first logged epoch has nothing to compare with. Click a cell to compare the two epochs."});
-  if (!values.length) {
+    `of the layer's maps (each shrunk to at most ${data.coarse_size} × ${data.coarse_size}, raw values), the change/<layer> scalar. ` +
+    "Bright: still changing; dark: settled. Log colour scale. The first logged epoch has nothing to compare with. " +
+    "Click a cell to compare the two epochs."});
+  if (scale.low === null) {
     return [note, el("p", {className: "empty", text: "No change/<layer> values in this run yet (they start at the second logged epoch; logs of tbviz before this dashboard have none)."})];
   }
-  const lo = Math.log10(Math.min(...values));
-  const hi = Math.log10(Math.max(...values));
-  const scale = (v) => (hi > lo ? (Math.log10(v) - lo) / (hi - lo) : 1);
   const heat = el("div", {className: "heat", id: "heatmap"});
   heat.style.gridTemplateColumns = `minmax(8em, max-content) repeat(${data.steps.length}, minmax(10px, 1fr))`;
   heat.append(el("span", {className: "corner", text: "layer \\ epoch"}));
@@ -431,7 +421,7 @@ function drawChange(data) {
         cell.classList.add("none");
         cell.title = `${layer.name} · epoch ${step}: no change value (first logged epoch, or not logged)`;
       } else {
-        cell.style.background = value > 0 ? colour(scale(value)) : colour(0);
+        cell.style.background = layer.colourAt.get(step);
         const previous = layer.steps[layer.steps.indexOf(step) - 1] ?? step;
         cell.title = `${layer.name} · epoch ${step}: change ${value.toPrecision(3)} since epoch ${previous}`;
         cell.addEventListener("click", () => {
@@ -445,8 +435,8 @@ function drawChange(data) {
       heat.append(cell);
     });
   }
-  const legend = el("p", {className: "legend"}, `${Math.min(...values).toPrecision(2)} `,
-    el("span", {className: "ramp"}), ` ${Math.max(...values).toPrecision(2)}`);
-  legend.querySelector(".ramp").style.background = `linear-gradient(to right, ${VIRIDIS.map((c) => `rgb(${c})`).join(", ")})`;
+  const legend = el("p", {className: "legend"}, `${scale.low.toPrecision(2)} `,
+    el("span", {className: "ramp"}), ` ${scale.high.toPrecision(2)}`);
+  legend.querySelector(".ramp").style.background = `linear-gradient(to right, ${scale.ramp.join(", ")})`;
   return [note, legend, el("div", {className: "scroll"}, heat)];
 }

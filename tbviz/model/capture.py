@@ -2,7 +2,7 @@
 
 While the model runs on the probe batch, the ``call`` of each wanted layer
 is temporarily replaced by a wrapper that records what it returns, and that
-can hand the output to a *tap* (the logging step of `tbviz.steps` pictures
+can hand the output to a *tap* (the logging step of `tbviz.step` pictures
 each layer there, inside the compiled step, as soon as the layer returns).
 The original ``call`` is restored in a ``finally``, whatever happens. A layer
 called several times during one forward pass (a shared layer, or one inside a
@@ -14,7 +14,7 @@ A subclassed model's layers have no symbolic outputs (``layer.output``
 raises), so `capture_entries` runs such a model eagerly once to learn its
 layers' outputs (shapes, layouts, which ones run at all). Paths of layers in
 a subclassed model are the names of the layers it tracks as attributes (see
-`tbviz.layers.walk`)."""
+`tbviz.model.walk.walk`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import keras
 
-from tbviz import layers as layer_selection
+from tbviz.model.walk import LayerEntry, walk, with_outputs
 
 _MISSING = object()
 
@@ -66,7 +66,7 @@ def recording(layers: Sequence[keras.layers.Layer], tap: Tap | None = None) -> I
     With a `tap`, ``tap(layer, call, output)`` is called as soon as the
     layer returns, on every call (`call` counts them from 0), and what it
     returns is what the rest of the model receives (the same values; see
-    `tbviz.steps` for why the TensorFlow step returns them behind a
+    `tbviz.step` for why the TensorFlow step returns them behind a
     control dependency).
     """
     result = Recording(tap)
@@ -99,14 +99,14 @@ def run(model: keras.Model, layers: Sequence[keras.layers.Layer], probe: Any) ->
 
 
 def capture_entries(
-    model: keras.Model, probe: Any, entries: Sequence[layer_selection.SelectedLayer] | None = None
-) -> list[layer_selection.SelectedLayer]:
-    """`tbviz.layers.walk` entries with their outputs recorded on `probe`, in call order.
+    model: keras.Model, probe: Any, entries: Sequence[LayerEntry] | None = None
+) -> list[LayerEntry]:
+    """`tbviz.model.walk.walk` entries with their outputs recorded on `probe`, in call order.
 
     Every tracked layer is recorded once (to know shapes and what is reached);
     layers whose ``call`` never ran are marked unreachable, at the end.
     """
-    entries = layer_selection.walk(model) if entries is None else list(entries)
+    entries = walk(model) if entries is None else list(entries)
     wanted = [e.layer for e in entries if e.unreachable is None]
     result = run(model, wanted, probe)
-    return layer_selection.with_outputs(entries, result.outputs, result.order, model.name)
+    return with_outputs(entries, result.outputs, result.order, model.name)

@@ -17,11 +17,11 @@ import os
 
 import keras
 import numpy as np
-from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-from tbviz.activation_logger import ActivationLogger
-from tbviz.datasets import load_mnist
-from tbviz.event_file import EventFileWriter
+from tbviz.callback import ActivationLogger
+from tbviz.data import load_mnist
+from tbviz.io.summaries import scalar_summary
+from tbviz.io.writer import EventFileWriter
 
 PROBE_COUNT = 4
 
@@ -64,8 +64,7 @@ class EpochScalars(keras.callbacks.Callback):
             run, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
             if run not in self._writers:
                 self._writers[run] = EventFileWriter(os.path.join(self.log_dir, run))
-            summary = scalar_pb(f"epoch_{metric}", float(value)).SerializeToString()
-            self._writers[run].write_summary(epoch, summary)
+            self._writers[run].write_summary(epoch, scalar_summary(f"epoch_{metric}", value))
         for writer in self._writers.values():
             writer.flush()
 
@@ -101,7 +100,7 @@ def train(
         log_dir: where the losses (see `loss_logger`) and the feature maps are written.
             Defaults to `"logs/mnist"`.
         epochs: training epochs (the article trains 20). Defaults to `20`.
-        source: which MNIST, see `tbviz.datasets.load_mnist`. Defaults to `"auto"`.
+        source: which MNIST, see `tbviz.data.load_mnist`. Defaults to `"auto"`.
         verbose: passed to ``fit``. Defaults to `"auto"`.
         **logger_options: passed to `ActivationLogger`.
     """

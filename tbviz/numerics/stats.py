@@ -1,6 +1,6 @@
 """Per-layer statistics logged beside the pictures: small tensors, computed in the step.
 
-In ``keras.ops``, like `tbviz.pictures`: the same numbers on every backend.
+In ``keras.ops``, like `tbviz.numerics.pictures`: the same numbers on every backend.
 
 Exact for a layer of up to `MAX_VALUES` (16,384) activations over the probe
 batch. A larger layer is summarised from an evenly strided sample of at most
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tbviz.pictures import when_finite
+from tbviz.numerics.pictures import when_finite
 
 HISTOGRAM_BINS = 30
 MAX_VALUES = 2**14
@@ -65,26 +65,8 @@ def count_nonfinite(x: Any) -> Any:
     )
 
 
-def layer_statistics(
-    x: Any, *, bins: int = HISTOGRAM_BINS, max_values: int = MAX_VALUES
-) -> dict[str, Any]:
-    """Summarises one layer's output over all probe samples (see the module doc).
-
-    Returns float32 scalars ``mean``, ``std``, ``zero_fraction`` (the share of
-    values exactly 0: dead ReLUs), ``nonfinite`` (count of NaN/Inf values), and
-    ``histogram``: ``(bins, 3)`` rows of ``[left edge, right edge, count]``
-    over the finite values, the layout TensorBoard's histogram plugin stores
-    (a value at or past an end is counted in the end bin).
-    Non-finite values are left out of every statistic but ``nonfinite``.
-    """
-    return {
-        **sample_statistics(sample(x, max_values), bins=bins),
-        "nonfinite": count_nonfinite(x),
-    }
-
-
 def sample(x: Any, max_values: int = MAX_VALUES) -> Any:
-    """The values `layer_statistics` summarises: `x` flattened, every `sample_stride`-th, float32."""
+    """The values a layer's statistics are taken from: `x` flattened, every `sample_stride`-th, float32."""
     x = ops.convert_to_tensor(x)
     return ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
 
@@ -92,10 +74,14 @@ def sample(x: Any, max_values: int = MAX_VALUES) -> Any:
 def sample_statistics(
     values: Any, *, bins: int = HISTOGRAM_BINS, finite: Any = None
 ) -> dict[str, Any]:
-    """`layer_statistics` but ``nonfinite``, of float32 `values` ``(count,)`` (see `sample`).
+    """The statistics of float32 `values` ``(count,)`` (see `sample`), NaN/Inf left out.
 
-    `finite`: whether `values` may hold NaN/Inf (see
-    `tbviz.pictures.when_finite`); without any, no masks are needed.
+    Returns float32 scalars ``mean``, ``std``, ``zero_fraction`` (the share of
+    values exactly 0: dead ReLUs) and ``histogram``: ``(bins, 3)`` rows of
+    ``[left edge, right edge, count]`` over the finite values, the layout
+    TensorBoard's histogram plugin stores (a value at or past an end is
+    counted in the end bin). `finite`: whether `values` may hold NaN/Inf (see
+    `tbviz.numerics.pictures.when_finite`); without any, no masks are needed.
     """
     def histogram(lo: Any, hi: Any, keep: Any = None) -> Any:
         # A constant layer still gets a visible bin of width 1 around its value.
@@ -137,15 +123,9 @@ def sample_statistics(
 def _bin_counts(bin_of: Any, length: int) -> Any:
     """How many of `bin_of` (int32, each in ``[0, length)``) are in each bin, float32 ``(length,)``.
 
-    One pass, no temporary beyond the counts. ``bincount`` where Keras can
-    compile it (TensorFlow, PyTorch); under JAX Keras' ``bincount`` has no
-    static length for ``jit``, so a segment sum (which TensorFlow runs about
-    five times slower on a CPU: 1.7 ms for 65,536 values). A comparison
-    with every bin number would be one op on every backend, but holds a
-    ``(length, values)`` temporary: 8 MB a layer.
+    A segment sum: one pass, no temporary beyond the counts, and a static
+    length, which every backend's compiler needs (Keras' ``bincount`` has
+    none under ``jax.jit``). A comparison with every bin number would be one
+    op too, but holds a ``(length, values)`` temporary: 2 MB a layer.
     """
-    if keras.backend.backend() == "jax":
-        counts = ops.segment_sum(ops.ones_like(bin_of), bin_of, num_segments=length)
-    else:
-        counts = ops.reshape(ops.bincount(bin_of, minlength=length), [length])
-    return ops.cast(counts, "float32")
+    return ops.segment_sum(ops.ones_like(bin_of, dtype="float32"), bin_of, num_segments=length)

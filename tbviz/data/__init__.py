@@ -33,7 +33,8 @@ def load_shipped_mnist() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _keras_mnist_cached() -> bool:
+def keras_mnist_cached() -> bool:
+    """Whether Keras' full MNIST is already downloaded (in ``$KERAS_HOME/datasets``)."""
     keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     return os.path.exists(os.path.join(keras_home, "datasets", "mnist.npz"))
 
@@ -56,7 +57,7 @@ def load_mnist(
         raise ValueError(
             f"`source` must be 'auto', 'shipped' or 'keras'. Received: source={source!r}"
         )
-    if source == "keras" or (source == "auto" and _keras_mnist_cached()):
+    if source == "keras" or (source == "auto" and keras_mnist_cached()):
         import keras
 
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()

@@ -6,10 +6,9 @@ yields every record that is still intact -- before *and after* a damaged
 record -- and each damage is reported, naming the file and the byte offset,
 through `ReadResult.problems` instead of an exception.
 
-Records are framed and checksummed here (TFRecord: a length, its masked
-CRC-32C, the data, its masked CRC-32C; CRC-32C by ``google-crc32c``) rather
-than with TensorBoard's loader, which imports TensorFlow and silently stops
-at the first damaged record.
+Records are read by `tbviz.io.records` rather than with TensorBoard's
+loader, which imports TensorFlow and silently stops at the first damaged
+record.
 Events then go through TensorBoard's read-time compatibility layers
 (``data_compat``, ``dataclass_compat``), as in TensorBoard itself, so logs
 written by older writers (TF1-style summaries, metadata only on a tag's first
@@ -24,22 +23,19 @@ fetch: a big log then costs a small index in memory, not its pictures.
 from __future__ import annotations
 
 import glob
-import mmap
 import os
-import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import google_crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard import data_compat, dataclass_compat
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from tbviz import metadata
+from tbviz.io import fs, records, tags
 
 
 @dataclass
@@ -71,13 +67,26 @@ class ReadResult:
     )
     problems: list[str] = field(default_factory=list)
     descriptions: dict[str, str] = field(default_factory=dict)  # tag -> its first description
+    # layer path -> (step, how its pictures were made), in step order
+    infos: dict[str, list[tuple[int, tags.LayerInfo]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def info(self, layer: str, step: int | None = None) -> tags.LayerInfo | None:
+        """The layer's `LayerInfo` at `step` (None: its last), or None if none was logged."""
+        logged = self.infos.get(layer, [])
+        if step is None:
+            return logged[-1][1] if logged else None
+        return next((info for s, info in logged if s == step), None)
 
     def tags(self) -> set[str]:
-        return set(self.images) | set(self.scalars) | set(self.histograms)
+        """Every tbviz tag read."""
+        layer_tags = {tags.tag(tags.LAYER, layer) for layer in self.infos}
+        return set(self.images) | set(self.scalars) | set(self.histograms) | layer_tags
 
 
 def event_files(run_dir: str) -> list[str]:
-    """The event files of one run directory, oldest first.
+    """The event files of one run directory (a local path or a URL), oldest first.
 
     Names are ``events.out.tfevents.<seconds>.<host>.<pid>.<counter>...``:
     numbers compare as numbers, so a process's 10th file of one second
@@ -85,10 +94,27 @@ def event_files(run_dir: str) -> list[str]:
     """
 
     def order(path: str) -> list[tuple[int, int, str]]:
-        parts = os.path.basename(path).split(".")
+        parts = path.rsplit("/", 1)[-1].split(".")
         return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts]
 
-    return sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), key=order)
+    if fs.is_url(run_dir):
+        filesystem, directory = fs.filesystem(run_dir)
+        protocol = run_dir.partition("://")[0]
+        found = [
+            f"{protocol}://{path}" for path in filesystem.glob(f"{directory.rstrip('/')}/events.out.tfevents.*")
+        ]
+    else:
+        found = glob.glob(os.path.join(glob.escape(fs.local_path(run_dir)), "events.out.tfevents.*"))
+    return sorted(found, key=order)
+
+
+def existing_event_files(run_dir: str) -> list[str]:
+    """`event_files`, or none when the run directory cannot be listed (it does not exist yet,
+    the server cannot be reached)."""
+    try:
+        return event_files(run_dir)
+    except Exception:  # noqa: BLE001 -- a question asked in passing: no answer is "none"
+        return []
 
 
 def read_run(run_dir: str) -> ReadResult:
@@ -115,7 +141,7 @@ class RunReader:
         run_dir: the run directory.
         pictures: keep the PNGs in memory; with False, `ImageStep.pngs` is
             empty and `read_pictures` reads them when needed. Defaults to `True`.
-        kinds: read only these tag kinds (`tbviz.metadata.KINDS`); None for
+        kinds: read only these tag kinds (`tbviz.io.tags.KINDS`); None for
             all. Defaults to `None`.
     """
 
@@ -193,6 +219,8 @@ class RunReader:
                 result.scalars[tag] = _latest(scalars)
             for tag, histograms in self._raw.histograms.items():
                 result.histograms[tag] = _latest(histograms)
+            for layer, infos in self._raw.infos.items():
+                result.infos[layer] = _latest(infos)
             self._result = result
         return self._result
 
@@ -206,21 +234,8 @@ def read_pictures(step: ImageStep, tag: str) -> list[bytes]:
     if step.pngs or step.location is None:
         return step.pngs
     path, offset = step.location
-    damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
-    with open(path, "rb") as file:
-        file.seek(offset)
-        header = file.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            raise damaged
-        length, length_crc = _HEADER.unpack(header)
-        if _masked_crc32c(header[:8]) != length_crc:
-            raise damaged
-        record = file.read(length + _FOOTER.size)
-    if len(record) < length + _FOOTER.size:
-        raise damaged
-    data = record[:length]
-    if _masked_crc32c(data) != _FOOTER.unpack_from(record, length)[0]:
-        raise damaged
+    data = records.record_at(path, offset)
+    damaged = OSError(f"{path}: the record at byte {offset} is no longer an event of {tag!r}")
     try:
         event = data_compat.migrate_event(event_pb2.Event.FromString(data))
     except DecodeError:
@@ -231,7 +246,9 @@ def read_pictures(step: ImageStep, tag: str) -> list[bytes]:
     raise damaged
 
 
-_Item = TypeVar("_Item", ImageStep, tuple[int, float], tuple[int, np.ndarray])
+_Item = TypeVar(
+    "_Item", ImageStep, tuple[int, float], tuple[int, np.ndarray], tuple[int, tags.LayerInfo]
+)
 
 
 def _latest(items: list[_Item]) -> list[_Item]:
@@ -253,10 +270,10 @@ def _add(
     pictures: bool = True,
     kinds: frozenset[str] | None = None,
 ) -> None:
-    parsed = metadata.parse_tag(value.tag)
+    parsed = tags.parse_tag(value.tag)
     if parsed is None:
         return
-    kind, _ = parsed
+    kind, layer = parsed
     # Writers may keep a tag's metadata for its first event only (TF1's FileWriter).
     plugin = value.metadata.plugin_data.plugin_name or plugins.get(value.tag, "")
     if plugin:
@@ -265,7 +282,7 @@ def _add(
         return
     if value.metadata.summary_description and value.tag not in result.descriptions:
         result.descriptions[value.tag] = value.metadata.summary_description
-    if kind == metadata.IMAGE and plugin == "images":
+    if kind == tags.IMAGE and plugin == "images":
         strings = value.tensor.string_val
         result.images[value.tag].append(
             ImageStep(
@@ -278,10 +295,14 @@ def _add(
                 location=location,
             )
         )
-    elif kind in (*metadata.SCALAR_KINDS, metadata.CHANGE) and plugin == "scalars":
+    elif kind in (*tags.SCALAR_KINDS, tags.CHANGE) and plugin == "scalars":
         result.scalars[value.tag].append((event.step, _scalar(value.tensor)))
-    elif kind == metadata.DISTRIBUTION and plugin == "histograms":
+    elif kind == tags.DISTRIBUTION and plugin == "histograms":
         result.histograms[value.tag].append((event.step, tensor_util.make_ndarray(value.tensor)))
+    elif kind == tags.LAYER and plugin == tags.PLUGIN_NAME and value.tensor.string_val:
+        info = tags.LayerInfo.from_json(value.tensor.string_val[0])
+        if info is not None:
+            result.infos[layer].append((event.step, info))
 
 
 def _scalar(tensor) -> float:
@@ -294,107 +315,12 @@ def _scalar(tensor) -> float:
     return float(tensor_util.make_ndarray(tensor))
 
 
-def decode_png(png: bytes) -> np.ndarray:
-    """Decodes a PNG to an ``(H, W, 3)`` uint8 array."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _masked_crc32c(data: bytes) -> int:
-    """TFRecord's checksum: CRC-32C (Castagnoli), rotated and offset."""
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-_HEADER = struct.Struct("<QI")  # data length, masked CRC of the length's 8 bytes
-_FOOTER = struct.Struct("<I")  # masked CRC of the data
-
-
-def _header_at(data, offset: int, size: int) -> int | None:
-    """The data length of an intact record header at `offset`, else None."""
-    if size - offset < _HEADER.size:
-        return None
-    length, length_crc = _HEADER.unpack_from(data, offset)
-    if length > size - offset - _HEADER.size - _FOOTER.size:
-        return None
-    if _masked_crc32c(data[offset : offset + 8]) != length_crc:
-        return None
-    return length
-
-
-def iter_records(path: str, problems: list[str]) -> Iterator[bytes]:
-    """Yields the intact records of one TFRecord file; appends to `problems` what was skipped.
-
-    A record whose data fails its checksum is skipped and reading goes on
-    after it; after a damaged header, reading resumes at the next intact
-    header; a file that ends inside a record (truncated, or still being
-    written) stops there.
-    """
-    for _, record in _records(path, [0], problems, problems):
-        yield record
-
-
-def _records(
-    path: str, cursor: list[int], problems: list[str], tail: list[str]
-) -> Iterator[tuple[int, bytes]]:
-    """`iter_records` from byte ``cursor[0]``, as ``(offset, record)``.
-
-    ``cursor[0]`` follows the reading: in the end, it is where to resume once
-    the file has grown. An incomplete last record is reported in `tail`.
-    """
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size <= cursor[0]:
-            return
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            offset = cursor[0]
-            while offset < size:
-                cursor[0] = offset
-                length = _header_at(data, offset, size)
-                if length is None:
-                    if size - offset < _HEADER.size + _FOOTER.size or (
-                        _HEADER.unpack_from(data, offset)[1]
-                        == _masked_crc32c(data[offset : offset + 8])
-                    ):
-                        tail.append(
-                            f"{path}: ends inside a record at byte {offset} (truncated, or still "
-                            f"being written); skipped its last {size - offset} bytes"
-                        )
-                        return
-                    resume = offset + 1
-                    while resume < size and _header_at(data, resume, size) is None:
-                        resume += 1
-                    problems.append(
-                        f"{path}: damaged record header at byte {offset}; skipped "
-                        f"{resume - offset} bytes"
-                        + (" to the end of the file" if resume >= size else f" up to byte {resume}")
-                    )
-                    offset = resume
-                    continue
-                begin = offset + _HEADER.size
-                end = begin + length
-                record = data[begin:end]
-                (data_crc,) = _FOOTER.unpack_from(data, end)
-                if _masked_crc32c(record) != data_crc:
-                    problems.append(
-                        f"{path}: corrupted record at byte {offset} (checksum mismatch); "
-                        f"skipped it ({length} bytes)"
-                    )
-                else:
-                    yield offset, record
-                offset = end + _FOOTER.size
-            cursor[0] = offset
-
-
 def _load_events(
     path: str, cursor: list[int], initial_metadata: dict, problems: list[str], tail: list[str]
 ) -> Iterator[tuple[Any, int]]:
-    """The events of `path` from byte ``cursor[0]`` (see `_records`), with their record's offset."""
-    for offset, record in _records(path, cursor, problems, tail):
+    """The events of `path` from byte ``cursor[0]`` (see `tbviz.io.records.records`), with
+    their record's offset."""
+    for offset, record in records.records(path, cursor, problems, tail):
         try:
             event = event_pb2.Event.FromString(record)
         except DecodeError as error:

@@ -1,4 +1,4 @@
-"""Which layers to picture, and how their outputs are computed.
+"""Every layer of a model, in order: its path, its output, how that output is laid out.
 
 Layers are addressed by *path*: a top-level layer by its name, a layer inside
 a nested model (a Functional or Sequential model used as a layer, as in
@@ -8,68 +8,35 @@ layers they track as attributes (``model.block.conv`` -> ``block/conv`` when
 ``block`` is a nested model or a user-defined layer holding layers).
 
 Every selected layer's output is computed the same way, by calling the model
-on the probe batch with the layers' ``call`` wrapped (`tbviz.capture`). What
-the walk needs to know beforehand, each layer's output shape and layout, comes
-from one of two places, chosen per model by `needs_capture`:
+on the probe batch with the layers' ``call`` wrapped (`tbviz.model.capture`).
+What the walk needs to know beforehand, each layer's output shape and layout,
+comes from one of two places, chosen per model by `needs_capture`:
 
 - *graph*: Functional and Sequential models (nested ones included) are
   walked through Keras' call graph: each layer gets the symbolic output of
   its call in its owner's graph.
 - *capture*: for subclassed models, and for layers inside a subclassed model
-  nested in a Functional one, `tbviz.capture` runs the model eagerly once and
-  records the outputs.
+  nested in a Functional one, `tbviz.model.capture` runs the model eagerly
+  once and records the outputs.
+
+Each entry's `LayerEntry.layout` says how its output is drawn
+(`tbviz.numerics.layout`), read from the layer and the graph, never guessed
+from sizes alone: its data format; whether it is an image (an input of the
+model, or an output that is not class probabilities, with 1 or 3 channels);
+whether a token sequence comes from an image (a vision transformer's patches).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
-import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import keras
 
-# Union, not `|`: these aliases are evaluated at import time, and Python 3.10 cannot
-# `|` a string forward reference.
-LayerSelector = Union[str, "re.Pattern[str]", type, keras.layers.Layer]  # noqa: UP007
-LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]  # noqa: UP007
-
-# Layers that only move, pad or perturb pixels: never worth a card by default.
-_PLUMBING = (
-    keras.layers.InputLayer,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.Reshape,
-    keras.layers.Permute,
-    keras.layers.Flatten,
-)
-# Keras' preprocessing and augmentation layers (`Rescaling`, `Normalization`,
-# `Resizing`, `CenterCrop`, every `Random*`, ...): at inference they show the
-# input, not features. Recognised by the package they (or a base class) come from,
-# so custom augmentation layers built on Keras' base classes count too.
-_PREPROCESSING_PACKAGE = "keras.src.layers.preprocessing"
-
-
-def is_preprocessing(layer: keras.layers.Layer) -> bool:
-    """A Keras preprocessing or data-augmentation layer (left out of the default choice)."""
-    return any(
-        (cls.__module__ or "").startswith(_PREPROCESSING_PACKAGE) for cls in type(layer).__mro__
-    )
-
+from tbviz.numerics.layout import Layout, token_grid_side
 
 _ACTIVATIONS = (
     keras.layers.Activation,
@@ -78,17 +45,6 @@ _ACTIVATIONS = (
     keras.layers.PReLU,
     keras.layers.ELU,
     keras.layers.Softmax,
-)
-_ACTIVATION_LIKE = (
-    *_ACTIVATIONS,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.Add,
-    keras.layers.Concatenate,
 )
 # Layers whose output has the layout of their (first) input: their data format
 # is inherited from the layer that feeds them.
@@ -112,12 +68,24 @@ _LAYOUT_PRESERVING = (
     keras.layers.Rescaling,
     keras.layers.Identity,
 )
+# Layers that pass their input through unchanged at inference.
+_IDENTITY_AT_INFERENCE = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
 _CHANNEL_AXIS_LAYERS = (keras.layers.BatchNormalization, keras.layers.GroupNormalization)
 
 
 @dataclass(frozen=True)
-class SelectedLayer:
-    """A layer that can be chosen for logging, with the path used in its tags.
+class LayerEntry:
+    """One layer of the model (one call of it), with the path used in its tags.
 
     Attributes:
         path: the tag path, ``outer/inner`` inside nested models.
@@ -125,8 +93,8 @@ class SelectedLayer:
         owners: the chain of models and container layers from the top-level
             model down to `layer`'s owner.
         output: the layer's output: its symbolic output in its owner's graph
-            (graph mode), or the value recorded by `tbviz.capture` (capture
-            mode); None when unknown.
+            (graph mode), or the value recorded by `tbviz.model.capture`
+            (capture mode); None when unknown.
         block_output: every path from the owner's inputs to its outputs passes
             through this output (a stage boundary: a residual block's output,
             any layer of a plain chain), and it is not the input of the one
@@ -141,6 +109,14 @@ class SelectedLayer:
             model holding it, is called more than once: see `walk`).
         input_index: for an input of the top-level model, its position in
             ``model.inputs`` (its picture is the probe itself); else None.
+        model_output: its output is an output of the top-level model.
+        from_image: its output is computed from an image input of the model
+            (rank 4), so a square token sequence is a grid of patches.
+        repeats_input: its output equals its input's (a ReLU applied to an
+            output that is already a ReLU's): a picture would show nothing new.
+        run_shape: the output's shape (no batch axis) on the probe batch, for
+            an output whose graph leaves sizes unknown (a sequence of any
+            length); see `with_run_shapes`.
     """
 
     path: str
@@ -152,10 +128,14 @@ class SelectedLayer:
     needs_capture: bool = False
     call: int = 0
     input_index: int | None = None
+    model_output: bool = False
+    from_image: bool = False
+    repeats_input: bool = False
+    run_shape: tuple[int, ...] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
-        """``(id(layer), call)``: what `tbviz.capture` hands a tap, identifying this entry."""
+        """``(id(layer), call)``: what `tbviz.model.capture` hands a tap, identifying this entry."""
         return id(self.layer), self.call
 
     @property
@@ -166,9 +146,68 @@ class SelectedLayer:
     @property
     def shape(self) -> tuple | None:
         """The output's shape without the batch axis, or None for several outputs or none."""
+        if self.run_shape is not None:
+            return self.run_shape
         if self.output is None or not hasattr(self.output, "shape"):
             return None
         return tuple(self.output.shape)[1:]
+
+    @property
+    def layout(self) -> Layout | None:
+        """How the output is drawn; None when it cannot be (see `unusable_reason`)."""
+        if unusable_reason(self) is not None:
+            return None
+        shape, first = tuple(self.shape or ()), self.channels_first
+        if None in shape:
+            return None
+        if len(shape) == 2 and self.from_image and not first and token_grid_side(shape[0]):
+            return Layout("tokens", shape)
+        if len(shape) == 3 and (shape[0] if first else shape[-1]) in (1, 3):
+            if self.input_index is not None or (
+                self.model_output and activation_name(self.layer) != "softmax"
+            ):
+                return Layout("image", shape, first)
+        return Layout.default(shape, first)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer and every model holding it are trainable (a frozen backbone's are not)."""
+        return all(getattr(x, "trainable", True) for x in (*self.owners, self.layer))
+
+
+def activation_name(layer: keras.layers.Layer) -> str | None:
+    """The name of the activation the layer ends with (``"relu"``, ``"sigmoid"``, ``"linear"``...);
+    None when it has none that Keras names."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = not layer.negative_slope and not layer.threshold
+        if plain and layer.max_value is None:
+            return "relu"
+        return "relu6" if plain and layer.max_value == 6 else "relu (clipped or leaky)"
+    named = {
+        keras.layers.LeakyReLU: "leaky_relu",
+        keras.layers.PReLU: "prelu",
+        keras.layers.ELU: "elu",
+        keras.layers.Softmax: "softmax",
+    }
+    for cls, name in named.items():
+        if isinstance(layer, cls):
+            return name
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def _repeats_input(node: Any) -> bool:
+    """Whether `node` (a call of a layer) applies an idempotent activation (relu, relu6) to an
+    output that is already that activation's, so that its output equals its input."""
+    if node is None or len(node.input_tensors) != 1:
+        return False
+    name = activation_name(node.operation)
+    if name not in ("relu", "relu6") or not isinstance(node.operation, _ACTIVATIONS):
+        return False
+    parent = _node_of(node.input_tensors[0])
+    while parent is not None and isinstance(parent.operation, _IDENTITY_AT_INFERENCE):
+        parent = _node_of(parent.input_tensors[0]) if parent.input_tensors else None
+    return parent is not None and activation_name(parent.operation) == name
 
 
 # -- Keras internals, wrapped here only ----------------------------------------------
@@ -239,6 +278,14 @@ class _CallGraph:
             self.nodes_of[id(node.operation)].append(node)
         self.cuts = self._cut_nodes(inputs, outputs)
 
+    def derived(self, sources: Sequence[int]) -> frozenset[int]:
+        """The ids of the tensors computed from the tensors of ids `sources` (them included)."""
+        found = set(sources)
+        for node in self.order:
+            if any(id(t) in found for t in node.input_tensors):
+                found.update(id(t) for t in node.output_tensors)
+        return frozenset(found)
+
     def _cut_nodes(self, inputs: list, outputs: list) -> set[int]:
         """Nodes whose single output is the only tensor alive right after them."""
         end = len(self.order)
@@ -306,7 +353,7 @@ def _calls(layer: keras.layers.Layer, nodes: list, owner: keras.Model) -> list[t
     """The calls of `layer` in `owner`'s graph, in the order the model was built.
 
     Returns ``(node, rank)`` pairs, where `rank` is the position of that call
-    among the layer's calls when Keras runs `owner` (what `tbviz.capture`
+    among the layer's calls when Keras runs `owner` (what `tbviz.model.capture`
     counts at run time).
     """
     if len(nodes) == 1:
@@ -321,7 +368,8 @@ def _calls(layer: keras.layers.Layer, nodes: list, owner: keras.Model) -> list[t
 # -- the walk ------------------------------------------------------------------------
 
 
-def _is_container(layer: keras.layers.Layer) -> bool:
+def is_container(layer: keras.layers.Layer) -> bool:
+    """A nested model holding layers (its layers are walked instead of it)."""
     return isinstance(layer, keras.Model) and bool(sublayers(layer))
 
 
@@ -331,7 +379,7 @@ def _is_user_composite(layer: keras.layers.Layer) -> bool:
     return not module.startswith("keras.") and bool(sublayers(layer))
 
 
-def walk(model: keras.Model) -> list[SelectedLayer]:
+def walk(model: keras.Model) -> list[LayerEntry]:
     """Every layer of `model` in order, descending into nested models.
 
     Functional and Sequential models are walked through their call graph
@@ -343,24 +391,47 @@ def walk(model: keras.Model) -> list[SelectedLayer]:
     ``encoder@1/conv``. Subclassed models are walked through the layers they
     track, also descending into user-defined layers that hold layers; their
     entries have no output yet (``needs_capture``):
-    `tbviz.capture.capture_entries` records them, at their first call.
+    `tbviz.model.capture.capture_entries` records them, at their first call.
     """
     graph = _graph_of(model)
     inputs = []
-    if graph is not None:
+    if graph is None:
+        context = _Context(frozenset(), frozenset(), _has_image_input(model))
+    else:
+        images = [id(t) for t in _flat(model.inputs) if len(t.shape) == 4]
+        context = _Context(
+            graph.derived(images), frozenset(id(t) for t in _flat(model.outputs)), False
+        )
         for index, tensor in enumerate(_flat(model.inputs)):
             node = _node_of(tensor)
             if node is not None and isinstance(node.operation, keras.layers.InputLayer):
                 inputs.append(
-                    SelectedLayer(
+                    LayerEntry(
                         node.operation.name,
                         node.operation,
                         (model,),
                         output=tensor,
                         input_index=index,
+                        from_image=id(tensor) in context.image_tensors,
                     )
                 )
-    return inputs + list(_walk(model, "", (), graph, None, 0))
+    return inputs + list(_walk(model, "", (), graph, None, 0, context))
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the walk of one graph knows about the tensors of the top-level model."""
+
+    image_tensors: frozenset[int]  # ids of this graph's tensors computed from an image input
+    model_outputs: frozenset[int]  # ids of the top-level model's outputs (in its graph)
+    all_from_image: bool  # a nested or subclassed model fed from an image: all of it is
+
+
+def _has_image_input(model: keras.Model) -> bool:
+    try:
+        return any(len(t.shape) == 4 for t in _flat(model.inputs))
+    except (AttributeError, ValueError):  # a subclassed model: its inputs are not known yet
+        return False
 
 
 def _walk(
@@ -370,24 +441,27 @@ def _walk(
     graph: _CallGraph | None,
     blocked: str | None,
     model_call: int,
-) -> Iterator[SelectedLayer]:
+    context: _Context,
+) -> Iterator[LayerEntry]:
     """Entries of `model`'s layers; `model_call` is which run of `model` in one forward pass."""
     owners = (*owners, model)
+    inner = _Context(frozenset(), frozenset(), context.all_from_image)
     # Graph models list their layers in graph order; others in tracking order.
     for layer in model.layers if graph is not None else sublayers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         path = f"{prefix}{layer.name}"
         if graph is None:
-            yield SelectedLayer(
+            yield LayerEntry(
                 path,
                 layer,
                 owners,
                 unreachable=blocked,
                 needs_capture=True,
+                from_image=context.all_from_image,
             )
             if isinstance(layer, keras.Model) or _is_user_composite(layer):
-                yield from _walk(layer, f"{path}/", owners, None, blocked, 0)
+                yield from _walk(layer, f"{path}/", owners, None, blocked, 0, inner)
             continue
         nodes = graph.nodes_of.get(id(layer), [])
         if blocked is None and not nodes:
@@ -395,9 +469,9 @@ def _walk(
                 f"it is tracked by model '{model.name}' but is not on a path from "
                 f"'{model.name}''s inputs to its outputs"
             )
-            yield SelectedLayer(path, layer, owners, unreachable=reason)
-            if _is_container(layer):
-                yield from _walk(layer, f"{path}/", owners, _graph_of(layer), reason, 0)
+            yield LayerEntry(path, layer, owners, unreachable=reason)
+            if is_container(layer):
+                yield from _walk(layer, f"{path}/", owners, _graph_of(layer), reason, 0, inner)
             continue
         calls = _calls(layer, nodes, model) if nodes else [(None, 0)]
         for label, (node, rank) in enumerate(calls):
@@ -407,7 +481,10 @@ def _walk(
             if node is not None:
                 outs = node.output_tensors
                 output = outs[0] if len(outs) == 1 else list(outs)
-            yield SelectedLayer(
+            from_image = context.all_from_image or (
+                node is not None and any(id(t) in context.image_tensors for t in node.output_tensors)
+            )
+            yield LayerEntry(
                 here,
                 layer,
                 owners,
@@ -415,20 +492,24 @@ def _walk(
                 block_output=node is not None and id(node) in graph.cuts,
                 unreachable=blocked,
                 call=call,
+                model_output=output is not None and id(output) in context.model_outputs,
+                from_image=from_image,
+                repeats_input=_repeats_input(node),
             )
-            if not _is_container(layer):
+            if not is_container(layer):
                 continue
+            nested = _Context(frozenset(), frozenset(), from_image)
             inner_graph = _graph_of(layer)
             if inner_graph is not None:
-                yield from _walk(layer, f"{here}/", owners, inner_graph, blocked, call)
+                yield from _walk(layer, f"{here}/", owners, inner_graph, blocked, call, nested)
             elif label == 0:
                 # A subclassed model inside a graph: its layers are reached by capture,
                 # which records their first call.
-                yield from _walk(layer, f"{path}/", owners, None, blocked, 0)
+                yield from _walk(layer, f"{path}/", owners, None, blocked, 0, nested)
 
 
-def needs_capture(entries: Sequence[SelectedLayer]) -> bool:
-    """True if computing these entries' outputs needs an eager run with `tbviz.capture`."""
+def needs_capture(entries: Sequence[LayerEntry]) -> bool:
+    """True if computing these entries' outputs needs an eager run with `tbviz.model.capture`."""
     return any(e.needs_capture for e in entries)
 
 
@@ -485,295 +566,37 @@ def _output_problem(output: Any) -> str | None:
     return None
 
 
-def unusable_reason(entry: SelectedLayer | keras.layers.Layer) -> str | None:
-    """Why a layer's output cannot be pictured, or None if it can."""
-    if isinstance(entry, SelectedLayer):
-        return _output_problem(entry.output)
-    try:
-        output = entry.output
-    except (AttributeError, ValueError) as error:
-        return f"its output is not defined ({error})"
-    return _output_problem(output)
+def unusable_reason(entry: LayerEntry) -> str | None:
+    """Why a layer's output cannot be pictured, or None if it can (sizes may be unknown yet)."""
+    return _output_problem(entry.output)
 
 
-def output_rank(entry: SelectedLayer | keras.layers.Layer) -> int | None:
+def output_rank(entry: LayerEntry) -> int | None:
     """The rank of the single output, or None if there is no single tensor output."""
-    output = entry.output if isinstance(entry, SelectedLayer) else _safe_output(entry)
+    output = entry.output
     if output is None or isinstance(output, (list, tuple, dict)) or not hasattr(output, "shape"):
         return None
     return len(output.shape)
 
 
-def _safe_output(layer: keras.layers.Layer) -> Any:
-    try:
-        return layer.output
-    except (AttributeError, ValueError):
-        return None
-
-
-# -- default selection -------------------------------------------------------------------
-
-
-def _is_candidate(entry: SelectedLayer, ranks: tuple[int, ...]) -> bool:
-    layer = entry.layer
-    return (
-        entry.unreachable is None
-        and not _is_container(layer)
-        and not isinstance(layer, _PLUMBING)
-        and not is_preprocessing(layer)
-        and output_rank(entry) in ranks
-        and unusable_reason(entry) is None
-    )
-
-
-def _is_activation_like(layer: keras.layers.Layer) -> bool:
-    if isinstance(layer, _ACTIVATION_LIKE):
-        return True
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(activation, "__name__", "") != "linear"
-
-
-def _distinct(entries: list[SelectedLayer]) -> list[SelectedLayer]:
-    """Drops entries whose output is the very tensor of an earlier one (a custom block
-    returning its last layer's output, in a subclassed model)."""
-    seen: set[tuple[int, int]] = set()
-    result = []
-    for entry in entries:
-        # The inner layers of a nested model called twice share their symbolic outputs.
-        key = (id(entry.output), entry.call)
-        if key not in seen:
-            seen.add(key)
-            result.append(entry)
-    return result
-
-
-def _spread(items: list, count: int) -> list:
-    """`count` items spread evenly from the first to the last."""
-    if len(items) <= count:
-        return items
-    if count == 1:
-        return items[-1:]
-    step = (len(items) - 1) / (count - 1)
-    return [items[round(i * step)] for i in range(count)]
-
-
-def default_layers(entries: list[SelectedLayer], max_layers: int) -> list[SelectedLayer]:
-    """The default choice: spatial and sequence layers, at most `max_layers` of them.
-
-    Candidates: every reachable layer with a rank-3 to rank-5 output except
-    plumbing (input, dropout, padding, cropping, reshape, flatten), Keras'
-    preprocessing and augmentation layers (`is_preprocessing`: at inference
-    they show the input) and nested models (their inner layers are
-    candidates instead); a model with none
-    (an MLP) gets its rank-2 layers instead. Past `max_layers`, the first of
-    these tiers with at least `max_layers` layers is used:
-
-    1. activation-like *block outputs*: activations, convolutions with a
-       non-linear activation, pooling and merges whose output every path
-       from the inputs passes through (a residual block's output, not the
-       ReLUs inside it; never squeeze-and-excitation side branches);
-    2. activation-like layers (batch normalisation and linear convolutions
-       left out);
-    3. every candidate;
-
-    and spread evenly over the model's depth, first and last always included.
-    """
-    candidates = _distinct([e for e in entries if _is_candidate(e, (3, 4, 5))])
-    if not candidates:
-        candidates = _distinct([e for e in entries if _is_candidate(e, (2,))])
-    if len(candidates) > max_layers:
-        activation_like = [e for e in candidates if _is_activation_like(e.layer)]
-        for tier in ([e for e in activation_like if e.block_output], activation_like):
-            if len(tier) >= max_layers:
-                candidates = tier
-                break
-    return _spread(candidates, max_layers)
-
-
-def all_layers(entries: list[SelectedLayer]) -> list[SelectedLayer]:
-    """``layers="all"``: every layer whose output can be pictured, in model order.
-
-    The model's inputs come first (their pictures, the probe as the model
-    sees it, are the reference the other layers are read against); then
-    every reachable layer with an output of rank 2 to 5, except plumbing
-    (dropout, padding, cropping, reshape, flatten), Keras' preprocessing and
-    augmentation layers (`is_preprocessing`) and nested models (their inner
-    layers are there instead).
-    """
-    return _distinct(
-        [
-            e
-            for e in entries
-            if (e.input_index is not None and unusable_reason(e) is None)
-            or _is_candidate(e, (2, 3, 4, 5))
-        ]
-    )
-
-
-# -- explicit selection ------------------------------------------------------------------
-
-
-_CALL_MARK = re.compile(r"@\d+(?=/|$)")
-
-
-def _matches(entry: SelectedLayer, selector: LayerSelector) -> bool:
-    """Whether `selector` names `entry`: by path, by layer name, or by the path without
-    its call marks (``encoder/conv`` names ``encoder@0/conv`` and ``encoder@1/conv``)."""
-    if isinstance(selector, keras.layers.Layer):
-        return entry.layer is selector
-    if isinstance(selector, type):
-        return isinstance(entry.layer, selector)
-    names = {entry.path, entry.layer.name, _CALL_MARK.sub("", entry.path)}
-    if isinstance(selector, re.Pattern):
-        return any(selector.fullmatch(name) for name in names)
-    if any(ch in selector for ch in "*?["):
-        return any(fnmatch.fnmatchcase(name, selector) for name in names)
-    return selector in names
-
-
-def _describe(selector: LayerSelector) -> str:
-    if isinstance(selector, keras.layers.Layer):
-        return f"layer object '{selector.name}' ({type(selector).__name__})"
-    if isinstance(selector, type):
-        return f"layer class {selector.__name__}"
-    if isinstance(selector, re.Pattern):
-        return f"pattern re.compile({selector.pattern!r})"
-    return repr(selector)
-
-
-def _tracked_elsewhere(model: keras.Model, selector: LayerSelector) -> keras.layers.Layer | None:
-    """A layer `model` tracks (recursively) that `selector` names but the walk did not reach."""
-    for layer in sublayers(model, recursive=True):
-        if layer is selector or (isinstance(selector, str) and layer.name == selector):
-            return layer
-    return None
-
-
-def _dangling_branch(entries: list, selector: LayerSelector) -> tuple | None:
-    """A layer called on a tensor of the model's graph whose output leads nowhere in the model.
-
-    Returns ``(layer, feeding layer path)`` or None.
-    """
-    known = {id(e.layer) for e in entries}
-    for entry in entries:
-        if entry.needs_capture:
-            continue
-        for node in getattr(entry.layer, "_outbound_nodes", []):
-            layer = node.operation
-            if id(layer) in known or not isinstance(layer, keras.layers.Layer):
-                continue
-            if layer is selector or (isinstance(selector, str) and layer.name == selector):
-                return layer, entry.path
-    return None
-
-
-def _no_match_error(model: keras.Model, selector: LayerSelector, entries: list) -> ValueError:
-    names = [e.path for e in entries]
-    if isinstance(selector, (keras.layers.Layer, str)):
-        dangling = _dangling_branch(entries, selector)
-        if dangling is not None:
-            layer, source = dangling
-            return ValueError(
-                f"`layers`: layer '{layer.name}' ({type(layer).__name__}) cannot be reached "
-                f"from the inputs of model '{model.name}': it is called on the output of "
-                f"'{source}', but its output does not lead to the model's outputs (a "
-                "disconnected branch), so it is not part of the model."
-            )
-    if isinstance(selector, (keras.layers.Layer, str)):
-        hidden = _tracked_elsewhere(model, selector)
-        if isinstance(hidden, keras.layers.InputLayer):
-            return ValueError(
-                f"`layers`: '{hidden.name}' is the input layer of a model nested in "
-                f"'{model.name}': its values are the output of the layer that feeds that "
-                "nested model, so select that layer instead (the inputs of the top-level "
-                f"model can be selected: {', '.join(e.path for e in entries if e.input_index is not None) or 'none'})."
-            )
-        if hidden is not None:
-            return ValueError(
-                f"`layers`: layer '{hidden.name}' ({type(hidden).__name__}) cannot be reached "
-                f"from the inputs of model '{model.name}': the model tracks it, but it is not "
-                "on a path from the model's inputs to its outputs (a disconnected branch, or "
-                "a sub-layer of a Keras layer)."
-            )
-    if isinstance(selector, keras.layers.Layer):
-        return ValueError(
-            f"`layers`: {_describe(selector)} cannot be reached from the inputs of model "
-            f"'{model.name}': it is not a layer of that model (a layer of another model, or "
-            "of a branch that does not lead to the model's outputs). The model's layers are: "
-            f"{', '.join(names)}."
-        )
-    close = difflib.get_close_matches(
-        str(getattr(selector, "pattern", selector)), names, n=5, cutoff=0.4
-    )
-    hint = f" Closest names: {', '.join(close)}." if close else ""
-    return ValueError(
-        f"`layers`: {_describe(selector)} matches no layer of model "
-        f"'{model.name}'.{hint} The model's layers are: {', '.join(names)}."
-    )
-
-
-def select_layers(
-    model: keras.Model,
-    layers: LayerSelection,
-    *,
-    max_layers: int = 12,
-    entries: list[SelectedLayer] | None = None,
-) -> list[SelectedLayer]:
-    """Returns the layers to log, in model order, without duplicates.
-
-    Args:
-        model: a built model: Functional, Sequential or subclassed.
-        layers: None for `default_layers`; ``"all"`` for `all_layers`; or a
-            name, path, glob pattern (``"conv*"``), compiled regular
-            expression, layer class, layer object, or a list of these (in a
-            list, ``"all"`` is a layer name). Every selector must match at
-            least one layer.
-        max_layers: the cap of the default choice (ignored when `layers` is
-            given). Defaults to `12`.
-        entries: the layers to choose from; defaults to `walk(model)`
-            (`tbviz.capture.capture_entries` for a subclassed model).
-
-    Raises:
-        ValueError: a selector matches no layer (the message lists the
-            closest layer names), or a selected layer cannot be reached from
-            the model's inputs (the message names it and says why).
-    """
-    entries = walk(model) if entries is None else list(entries)
-    if layers is None:
-        return default_layers(entries, max_layers)
-    if isinstance(layers, str) and layers == "all":
-        return all_layers(entries)
-    single = (str, re.Pattern, type, keras.layers.Layer)
-    selectors = [layers] if isinstance(layers, single) else list(layers)
-    chosen: set[str] = set()
-    for selector in selectors:
-        if not isinstance(selector, single):
-            raise TypeError(
-                "`layers` items must be layer names, glob patterns, compiled regular "
-                "expressions, layer classes or layer objects. Received: "
-                f"{selector!r} of type {type(selector).__name__}"
-            )
-        hits = {e.path for e in entries if _matches(e, selector)}
-        if not hits:
-            raise _no_match_error(model, selector, entries)
-        chosen |= hits
-    selected = [e for e in entries if e.path in chosen]
-    for entry in selected:
-        if entry.unreachable:
-            raise ValueError(
-                f"`layers`: layer '{entry.path}' ({type(entry.layer).__name__}) cannot be "
-                f"reached from the inputs of model '{model.name}': {entry.unreachable}."
-            )
-    return selected
-
-
 # -- outputs recorded by capture (subclassed models) -------------------------------------
 
 
+def with_run_shapes(entries: list[LayerEntry], outputs: dict[int, Any]) -> list[LayerEntry]:
+    """`entries` given the shapes their outputs had on the probe batch, where their graph
+    leaves a size unknown; `outputs` are recorded outputs by ``id(layer)`` (`tbviz.model.capture`)."""
+    return [
+        dataclasses.replace(entry, run_shape=tuple(outputs[id(entry.layer)].shape)[1:])
+        if entry.shape is not None and None in entry.shape and id(entry.layer) in outputs
+        else entry
+        for entry in entries
+    ]
+
+
 def with_outputs(
-    entries: list[SelectedLayer], outputs: dict[int, Any], order: dict[int, int], model_name: str
-) -> list[SelectedLayer]:
-    """Entries given the outputs recorded by `tbviz.capture`, in call order.
+    entries: list[LayerEntry], outputs: dict[int, Any], order: dict[int, int], model_name: str
+) -> list[LayerEntry]:
+    """Entries given the outputs recorded by `tbviz.model.capture`, in call order.
 
     Args:
         entries: `walk`'s entries.

@@ -1,12 +1,12 @@
 """The change metric: how much a layer's activations moved since the previous logged epoch.
 
-`coarse` runs inside the logging step on maps that `tbviz.pictures` has
+`coarse` runs inside the logging step on maps that `tbviz.numerics.pictures` has
 already shrunk; it shrinks each map further, to at most
-``metadata.COARSE_SIZE`` pixels a side, so that what leaves the step and is
+``tags.COARSE_SIZE`` pixels a side, so that what leaves the step and is
 kept on the host until the next logged epoch is at most
 ``N x COARSE_SIZE x COARSE_SIZE x max_channels`` floats per layer (128 kB for
 8 probe samples and 64 channels). `relative_change` compares two of those on
-the host. The definition is `tbviz.metadata`'s (``change/<layer>``).
+the host. The definition is `tbviz.io.tags`'s (``change/<layer>``).
 """
 
 from __future__ import annotations
@@ -15,20 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from tbviz import metadata
-from tbviz.pictures import downsample
+from tbviz.io import tags
+from tbviz.numerics.pictures import downsample
 
 _TINY = 1e-12
 
 
-def coarse(maps: Any, *, finite: Any = None) -> Any:
-    """Shrinks float maps ``(N, h, w, M)`` by area averaging to at most ``COARSE_SIZE`` a side.
+def coarse_size(map_hw: tuple[int, int]) -> tuple[int, int]:
+    """The ``(h, w)`` that maps of `map_hw` pixels are compared at: at most ``COARSE_SIZE`` a side."""
+    return min(map_hw[0], tags.COARSE_SIZE), min(map_hw[1], tags.COARSE_SIZE)
 
-    `finite`: whether the maps may hold NaN/Inf (see `tbviz.pictures.when_finite`).
+
+def coarse(maps: Any, *, finite: Any = None) -> Any:
+    """Shrinks float maps ``(N, h, w, M)`` by area averaging to `coarse_size`.
+
+    `finite`: whether the maps may hold NaN/Inf (see `tbviz.numerics.pictures.when_finite`).
     """
-    h, w = maps.shape[1], maps.shape[2]
-    size = (min(h, metadata.COARSE_SIZE), min(w, metadata.COARSE_SIZE))
-    return downsample(maps, size, finite=finite)
+    return downsample(maps, coarse_size(tuple(maps.shape[1:3])), finite=finite)
 
 
 def relative_change(current: np.ndarray, previous: np.ndarray) -> float | None:

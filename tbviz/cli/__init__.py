@@ -15,44 +15,13 @@ import textwrap
 import threading
 from collections.abc import Sequence
 
-from tbviz import _missing_backend, metadata
+from tbviz import _missing_backend
+from tbviz.io import tags
 
 #: TensorBoard keeps only 10 steps per image tag unless told otherwise, and
 #: ``images=0`` ("keep all") is broken (tensorflow/tensorboard#5550).
 SAMPLES_PER_PLUGIN = "images=100000"
 USAGE_ERROR = 2
-
-_EXPORT_LAYOUT = """\
-Files written (existing ones are overwritten), per run, layer and probe image:
-
-  OUT/RUN/LAYER/probe<i>/epoch<NNNN>.png  the logged picture of each epoch,
-                                          byte for byte (logged width x height)
-  OUT/RUN/LAYER/probe<i>.gif              one frame per logged epoch, looping: the
-                                          picture (x --scale) over a 16 px strip
-                                          reading "epoch N"; frames are as wide as
-                                          the widest picture of the layer (at least
-                                          64 px) and as tall as the tallest + 16 px
-  OUT/RUN/LAYER/sheet.png                 contact sheet: rows = epochs,
-                                          columns = probe images
-  OUT/RUN/sheet_probe<i>.png              contact sheet: rows = epochs,
-                                          columns = layers
-  OUT/RUN/change.png                      change heat map: rows = layers,
-                                          columns = epochs (change/<layer>)
-
-A contact sheet has a 64 px column of epoch labels, a 16 px row of titles and
-4 px gaps; column j is as wide as its widest picture, row i as tall as its
-tallest (x --scale).
-
-RUN is TensorBoard's run name (the run directory relative to LOGDIR, e.g.
-"activations"); LAYER is the layer path with characters other than letters,
-digits, "_", ".", "-", "~" percent-encoded ("outer/inner" -> "outer%2Finner");
-<i> counts probe images from 0; N and NNNN are the logged step, Keras' 0-based
-epoch index, as on TensorBoard's step slider.
-
-A damaged event file does not stop the export: what is readable is exported
-and each skipped part is reported as a warning naming the file.
-"""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # same format as argparse, for our own errors too
@@ -84,6 +53,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from tbviz import __version__
+    from tbviz.cli import export
 
     parser = _Parser(
         prog="tbviz",
@@ -145,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(handler=_board)
 
-    export = commands.add_parser(
+    exporting = commands.add_parser(
         "export",
         help="write logged feature maps as PNGs, animated GIFs and contact sheets",
         description=textwrap.fill(
@@ -154,39 +124,39 @@ def build_parser() -> argparse.ArgumentParser:
             "animated GIF across epochs and contact sheets.",
             width=79,
         ),
-        epilog=_EXPORT_LAYOUT,
+        epilog=export.FILES_WRITTEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
-    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    export.add_argument(
+    exporting.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    exporting.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    exporting.add_argument(
         "--layer",
         action="append",
         metavar="PATTERN",
         help="export only layers whose path matches this glob (e.g. 'conv*'); repeatable "
         "(default: all layers)",
     )
-    export.add_argument(
+    exporting.add_argument(
         "--run",
         metavar="RUN",
-        help=f"export only this run (default: every run named '{metadata.RUN_NAME}', or every "
+        help=f"export only this run (default: every run named '{tags.RUN_NAME}', or every "
         "run with tbviz images if none is)",
     )
-    export.add_argument(
+    exporting.add_argument(
         "--scale",
         type=_positive_int,
         default=1,
         metavar="N",
         help="enlarge pictures in GIFs and contact sheets N times (default: %(default)s)",
     )
-    export.add_argument(
+    exporting.add_argument(
         "--duration",
         type=_positive_int,
         default=500,
         metavar="MS",
         help="GIF frame duration in milliseconds (default: %(default)s)",
     )
-    export.set_defaults(handler=_export)
+    exporting.set_defaults(handler=_export)
     return parser
 
 
@@ -216,7 +186,7 @@ def _warn(message: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tbviz import datasets
+    from tbviz import data
 
     logdir = args.logdir
     if os.path.exists(logdir) and not os.path.isdir(logdir):
@@ -227,14 +197,14 @@ def _demo(args: argparse.Namespace) -> int:
             "(delete it, or pass another --logdir, for a clean run)"
         )
     try:  # Keras and its backend (KERAS_BACKEND): a missing one is said before training starts
-        from tbviz.demo import train
+        from tbviz.cli.demo import train
     except ModuleNotFoundError as error:
         explained = _missing_backend(error)
         if explained is None:
             raise
         print(f"tbviz demo: error: {explained}", file=sys.stderr)
         return 1
-    if args.source == "keras" or (args.source == "auto" and datasets._keras_mnist_cached()):
+    if args.source == "keras" or (args.source == "auto" and data.keras_mnist_cached()):
         print("Data: Keras' MNIST (60,000 training and 10,000 validation digits).")
     else:
         print(
@@ -256,7 +226,7 @@ def _demo(args: argparse.Namespace) -> int:
         if args.source == "keras":
             print("tbviz demo: hint: --source shipped works offline", file=sys.stderr)
         return 1
-    print(f"\nDone: feature maps of {args.epochs} epochs in {os.path.join(logdir, metadata.RUN_NAME)}")
+    print(f"\nDone: feature maps of {args.epochs} epochs in {os.path.join(logdir, tags.RUN_NAME)}")
     _print_view_commands(logdir)
     return 0
 
@@ -304,15 +274,14 @@ def start_board(logdir: str, port: int | None = None, extra_flags: Sequence[str]
 
 
 def _board(args: argparse.Namespace) -> int:
-    logdir = args.logdir
-    if not os.path.isdir(logdir):
-        what = "a file" if os.path.exists(logdir) else "no such directory"
-        raise _UsageError(
-            f"LOGDIR must be a directory of TensorBoard logs; received {logdir!r} ({what})"
-        )
-    from tbviz.export import run_directories
+    from tbviz.io import runs
 
-    if not run_directories(logdir):
+    logdir = args.logdir
+    try:
+        runs.check_logdir(logdir)
+    except runs.LogdirError as error:
+        raise _UsageError(str(error)) from None
+    if not runs.run_directories(logdir):
         _warn(
             f"no event files in {logdir!r} yet; TensorBoard shows them as soon as training "
             f"writes them (ActivationLogger(log_dir={logdir!r}))"
@@ -324,7 +293,7 @@ def _board(args: argparse.Namespace) -> int:
     except program.TensorBoardServerException as error:
         raise _UsageError(f"{error.msg.rstrip('.')}; try another --port (0 picks a free one)") from None
     print(f"TensorBoard serving {logdir} at {url} (every logged epoch on the step slider)")
-    print(f"Feature maps: {url}#images")
+    print(f"Feature maps: {url}#activations")
     print("Press Ctrl+C to stop.", flush=True)
     try:
         threading.Event().wait()
@@ -337,7 +306,7 @@ def _board(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tbviz import export
+    from tbviz.cli import export
 
     progress = _progress_bar()
     try:

@@ -1,46 +1,8 @@
 """Exports logged feature maps from event files to PNG, GIF and contact sheets.
 
-Reads event files with `tbviz.events` (no training, no TensorFlow graph, and no
-TensorFlow import of its own) and writes, for every selected layer and probe
-image of a run:
-
-    <out>/<run>/<layer>/probe<i>/epoch<NNNN>.png
-        one per logged epoch: the logged picture, byte for byte as TensorBoard
-        shows it (its size is the logged width x height).
-    <out>/<run>/<layer>/probe<i>.gif
-        an animation with one frame per logged epoch, looping, `duration_ms`
-        per frame. A frame is the picture (enlarged `scale` times) centred at
-        the top of a canvas as wide as the widest picture of the layer (at
-        least MIN_FRAME_WIDTH = 64 px) and as tall as the tallest, plus a
-        CAPTION_HEIGHT = 16 px caption strip below it reading "epoch N".
-    <out>/<run>/<layer>/sheet.png
-        the layer's contact sheet: rows = epochs, columns = probe images.
-    <out>/<run>/sheet_probe<i>.png
-        the probe image's contact sheet: rows = epochs, columns = layers.
-    <out>/<run>/change.png
-        the change heat map, if the run has ``change/<layer>`` scalars: rows =
-        layers (model order), columns = logged epochs, each cell the layer's
-        change since the previous logged epoch (see `tbviz.metadata`), in
-        viridis on a log scale (bright: still changing, dark: settled; grey:
-        no value, e.g. the first logged epoch), min and max written below.
-
-A contact sheet has a LABEL_WIDTH = 64 px column of "epoch N" labels on the
-left, a HEADER_HEIGHT = 16 px row of column titles on top, and GAP = 4 px
-between and around the cells. Column j is as wide as its widest picture and
-row i as tall as its tallest (both times `scale`), so a sheet is
-``LABEL_WIDTH + sum(column widths) + GAP * (columns + 1)`` wide and
-``HEADER_HEIGHT + sum(row heights) + GAP * (rows + 1)`` tall. A picture
-missing from the log leaves its cell empty.
-
-Names: ``<run>`` is TensorBoard's run name, the run directory relative to the
-log directory (``activations`` for ``ActivationLogger(log_dir=LOGDIR)``), or
-the directory's own name when the log directory is itself the run.
-``<layer>`` is the layer path with every character other than letters, digits,
-``_``, ``.``, ``-`` and ``~`` percent-encoded (``backbone/conv`` becomes
-``backbone%2Fconv``), so every layer gets its own directory on every system.
-``<i>`` is the probe image's index in the probe batch, from 0 (TensorBoard's
-"sample"). ``N`` and ``NNNN`` are the logged step: Keras' 0-based epoch index,
-the number on TensorBoard's step slider. Existing files are overwritten.
+Reads event files with `tbviz.io.reader` (no training, no model, no Keras)
+and writes, for every selected layer and probe image of a run, the files
+`FILES_WRITTEN` describes (the text ``tbviz export --help`` prints).
 """
 
 from __future__ import annotations
@@ -55,7 +17,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
-from tbviz import events, metadata
+from tbviz.io import reader, runs, tags
+from tbviz.plugin.heat import HeatScale
 
 CAPTION_HEIGHT = 16
 MIN_FRAME_WIDTH = 64
@@ -65,6 +28,38 @@ GAP = 4
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 DEFAULT_DURATION_MS = 500
+
+
+FILES_WRITTEN = """\
+Files written (existing ones are overwritten), per run, layer and probe image:
+
+  OUT/RUN/LAYER/probe<i>/epoch<NNNN>.png  the logged picture of each epoch,
+                                          byte for byte (logged width x height)
+  OUT/RUN/LAYER/probe<i>.gif              one frame per logged epoch, looping: the
+                                          picture (x --scale) over a 16 px strip
+                                          reading "epoch N"; frames are as wide as
+                                          the widest picture of the layer (at least
+                                          64 px) and as tall as the tallest + 16 px
+  OUT/RUN/LAYER/sheet.png                 contact sheet: rows = epochs,
+                                          columns = probe images
+  OUT/RUN/sheet_probe<i>.png              contact sheet: rows = epochs,
+                                          columns = layers
+  OUT/RUN/change.png                      change heat map: rows = layers,
+                                          columns = epochs (change/<layer>)
+
+A contact sheet has a 64 px column of epoch labels, a 16 px row of titles and
+4 px gaps; column j is as wide as its widest picture, row i as tall as its
+tallest (x --scale).
+
+RUN is TensorBoard's run name (the run directory relative to LOGDIR, e.g.
+"activations"); LAYER is the layer path with characters other than letters,
+digits, "_", ".", "-", "~" percent-encoded ("outer/inner" -> "outer%2Finner");
+<i> counts probe images from 0; N and NNNN are the logged step, Keras' 0-based
+epoch index, as on TensorBoard's step slider.
+
+A damaged event file does not stop the export: what is readable is exported
+and each skipped part is reported as a warning naming the file.
+"""
 
 
 class ExportError(Exception):
@@ -77,11 +72,11 @@ class Run:
 
     name: str
     path: str
-    result: events.ReadResult
+    result: reader.ReadResult
 
     @property
     def layers(self) -> list[str]:
-        return layer_order(self.result)
+        return runs.layer_order(self.result)
 
 
 @dataclass
@@ -102,21 +97,6 @@ class ExportSummary:
 # ---------------------------------------------------------------- reading
 
 
-def run_directories(logdir: str) -> list[str]:
-    """Every directory under `logdir` (itself included) that holds event files, sorted."""
-    found = []
-    for directory, subdirs, _ in os.walk(logdir):
-        subdirs.sort()
-        if events.event_files(directory):
-            found.append(directory)
-    return found
-
-
-def run_name(logdir: str, run_dir: str) -> str:
-    """TensorBoard's name for a run: its path relative to `logdir`, "." for `logdir` itself."""
-    return os.path.relpath(run_dir, logdir).replace(os.sep, "/")
-
-
 def load_runs(
     logdir: str,
     run: str | None = None,
@@ -125,83 +105,55 @@ def load_runs(
 ) -> tuple[list[Run], list[str]]:
     """Reads the runs of `logdir` that hold tbviz images.
 
-    Without `run`, the runs named ``activations`` (where `ActivationLogger`
-    writes) are read, or every run if there is none of those. Returns the runs
-    with images, in name order, and the problems met while reading (damaged
-    files: what was skipped).
+    Without `run`, tbviz's runs (`tbviz.io.runs.candidate_runs`) are read.
+    Returns the runs with images, in name order, and the problems met while
+    reading (damaged files: what was skipped).
 
     Raises:
         ExportError: `logdir` is not a directory, holds no tbviz images, or
             has no run named `run`.
     """
-    if not os.path.isdir(logdir):
-        what = "a file" if os.path.exists(logdir) else "no such directory"
-        raise ExportError(
-            f"LOGDIR must be a directory of TensorBoard logs; received {logdir!r} ({what})"
-        )
-    directories = run_directories(logdir)
-    names = {run_name(logdir, d): d for d in directories}
+    try:
+        runs.check_logdir(logdir)
+    except runs.LogdirError as error:
+        raise ExportError(str(error)) from None
     if run is not None:
+        names = runs.all_runs(logdir)
         wanted = run.strip("/") or "."
         if wanted not in names:
-            runs_with_images = [r.name for r in _read(logdir, names, on_run)[0]]
+            runs_with_images = [r.name for r in _read(runs.candidate_runs(logdir), on_run)[0]]
             raise ExportError(
                 f"no run {run!r} in {logdir!r}; runs with tbviz images: "
                 + (", ".join(runs_with_images) or "none")
             )
         candidates = {wanted: names[wanted]}
     else:
-        candidates = {
-            n: d for n, d in names.items() if os.path.basename(d) == metadata.RUN_NAME
-        } or names
-    runs, problems = _read(logdir, candidates, on_run)
-    if not runs:
+        candidates = runs.candidate_runs(logdir)
+    found, problems = _read(candidates, on_run)
+    if not found:
         scanned = ", ".join(sorted(candidates)) if candidates else "none"
         raise ExportError(
             f"no tbviz images in {logdir!r}: expected event files with "
-            f"'{metadata.tag(metadata.IMAGE, '<layer>')}' image tags, as "
-            f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{metadata.RUN_NAME}; "
+            f"'{tags.tag(tags.IMAGE, '<layer>')}' image tags, as "
+            f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{tags.RUN_NAME}; "
             f"run directories read: {scanned}"
             + (f" ({len(problems)} damaged: {problems[0]})" if problems else "")
         )
-    return runs, problems
+    return found, problems
 
 
 def _read(
-    logdir: str, candidates: dict[str, str], on_run: Callable[[str], None] | None
+    candidates: dict[str, str], on_run: Callable[[str], None] | None
 ) -> tuple[list[Run], list[str]]:
     runs, problems = [], []
     for name in sorted(candidates):
-        result = events.read_run(candidates[name])
+        result = reader.read_run(candidates[name])
         problems.extend(result.problems)
         if result.images:
             runs.append(Run(name, candidates[name], result))
         if on_run is not None:
             on_run(name)
     return runs, problems
-
-
-def layer_order(result: events.ReadResult) -> list[str]:
-    """The layer paths with images, in model order.
-
-    The order is the writing order of the step that holds the most layers
-    (layers are written in model order each epoch); layers missing from it
-    follow in order of first appearance.
-    """
-    layers = []
-    for tag in result.images:
-        parsed = metadata.parse_tag(tag)
-        if parsed is not None and parsed[0] == metadata.IMAGE:
-            layers.append(parsed[1])
-    by_step: dict[int, list[tuple[float, str]]] = {}
-    for layer in layers:
-        for item in result.images[metadata.tag(metadata.IMAGE, layer)]:
-            by_step.setdefault(item.step, []).append((item.wall_time, layer))
-    if not by_step:
-        return layers
-    fullest = max(by_step.values(), key=len)
-    ordered = [layer for _, layer in sorted(fullest, key=lambda pair: pair[0])]
-    return ordered + [layer for layer in layers if layer not in ordered]
 
 
 def select_layers(run: Run, patterns: Sequence[str] | None) -> list[str]:
@@ -302,7 +254,7 @@ def export_run(
     all_steps = sorted({s.step for layer in layers for s in _series(run, layer)})
     summary = ExportSummary(run.name, out_dir, layers, all_steps)
 
-    def picture(layer: str, item: events.ImageStep, probe: int) -> Image.Image | None:
+    def picture(layer: str, item: reader.ImageStep, probe: int) -> Image.Image | None:
         if probe >= len(item.pngs):
             return None
         try:
@@ -368,7 +320,7 @@ def export_run(
         tick(1)
 
     changes = {
-        layer: dict(run.result.scalars.get(metadata.tag(metadata.CHANGE, layer), []))
+        layer: dict(run.result.scalars.get(tags.tag(tags.CHANGE, layer), []))
         for layer in layers
     }
     if any(changes.values()):
@@ -392,29 +344,24 @@ def change_heatmap(
 ) -> Image.Image:
     """The change heat map: rows = `layers`, columns = `steps`, ``changes[layer][step]`` coloured.
 
-    Cells are ``HEAT_CELL * scale`` pixels square, in viridis on a log scale
-    between the smallest and largest positive value (0 gets the darkest
-    colour); cells without a finite value are light grey. Layer names are on
-    the left, every few epochs' numbers on top, the scale's ends below.
+    Cells are ``HEAT_CELL * scale`` pixels square, coloured by the tab's own
+    scale (`tbviz.plugin.heat`: viridis on a log scale between the smallest
+    and largest positive value, 0 the darkest colour); cells without a
+    finite value are light grey. Layer names are on the left, every few
+    epochs' numbers on top, the scale's ends below.
     """
     import math
 
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    values = [v for layer in layers for v in changes.get(layer, {}).values()]
-    positive = [v for v in values if math.isfinite(v) and v > 0]
-    lo = math.log10(min(positive)) if positive else 0.0
-    hi = math.log10(max(positive)) if positive else 0.0
+    heat = HeatScale.of(v for layer in layers for v in changes.get(layer, {}).values())
     cell = HEAT_CELL * scale
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     longest = max((probe.textlength(layer, font=font) for layer in layers), default=0)
     label_width = min(int(longest) + 2 * GAP, 320)
     legend = (
-        f"change since the previous logged epoch: {min(positive):.2g} (dark) to "
-        f"{max(positive):.2g} (bright), log scale"
-        if positive
+        f"change since the previous logged epoch: {heat.low:.2g} (dark) to "
+        f"{heat.high:.2g} (bright), log scale"
+        if heat.low is not None
         else "no change values"
     )
     width = max(label_width + cell * len(steps), int(probe.textlength(legend, font=font))) + GAP
@@ -431,24 +378,15 @@ def change_heatmap(
         name = _fit_text(draw, layer, label_width - 2 * GAP, font)
         draw.text((label_width - GAP, top + cell / 2), name, fill=INK, font=font, anchor="rm")
         for column, step in enumerate(steps):
-            value = changes.get(layer, {}).get(step)
-            colour: tuple[int, ...]
-            if value is None or not math.isfinite(value):
-                colour = NO_VALUE
-            else:
-                if value <= 0:
-                    t = 0.0
-                else:
-                    t = (math.log10(value) - lo) / (hi - lo) if hi > lo else 1.0
-                colour = tuple(int(round(c * 255)) for c in cmap(t)[:3])
+            colour = heat.colour(changes.get(layer, {}).get(step)) or NO_VALUE
             left = label_width + column * cell
             draw.rectangle([left, top, left + cell - 2, top + cell - 2], fill=colour)
     draw.text((GAP, height - HEADER_HEIGHT / 2), legend, fill=INK, font=font, anchor="lm")
     return image
 
 
-def _series(run: Run, layer: str) -> list[events.ImageStep]:
-    return run.result.images.get(metadata.tag(metadata.IMAGE, layer), [])
+def _series(run: Run, layer: str) -> list[reader.ImageStep]:
+    return run.result.images.get(tags.tag(tags.IMAGE, layer), [])
 
 
 def _probe_count(run: Run, layer: str) -> int:
