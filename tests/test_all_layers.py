@@ -100,7 +100,7 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
         for op in graph.get_operations()
         if op.type in ("PartitionedCall", "StatefulPartitionedCall")
     ]
-    # Two calls a layer: the part that reads its output, then the rest (see tbviz.summarize).
+    # Two calls a layer: the part that reads its output, then the rest (see tbviz.numerics.summary).
     names = [op.get_attr("f").name for op in calls]
     reduce = [name for name in names if "reduce" in name]
     finish = [name for name in names if "finish_summary" in name]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from _cli_support import (
     DEMO_PROBES,
     assert_no_traceback,
     picture_png,
+    quiet_env,
     run_tbviz,
     write_keras_log,
     write_log,
@@ -198,3 +201,19 @@ def test_bad_numbers_are_refused_by_the_parser(capsys):
             cli.main(argv)
         assert exit_.value.code == 2
         assert "received" in capsys.readouterr().err
+
+
+@pytest.mark.tensorflow_only  # Keras' own TensorBoard callback, beside the logger, needs TensorFlow
+def test_the_example_script_runs_as_written(tmp_path):
+    """examples/mnist_activations.py, run as the README says (two epochs here): losses and the four layers' pictures."""
+    script = Path(__file__).resolve().parent.parent / "examples" / "mnist_activations.py"
+    process = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600, env={**quiet_env(), "KERAS_MAX_EPOCHS": "2"},
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "tensorboard --logdir logs/mnist" in process.stdout
+    result = reader.read_run(str(tmp_path / "logs" / "mnist" / "activations"))
+    assert sorted(t.split("/", 1)[1] for t in result.images) == sorted(DEMO_LAYERS)
+    assert [s.step for s in result.images["feature_maps/conv1"]] == [0, 1]
+    assert (tmp_path / "logs" / "mnist" / "train").is_dir()

@@ -1,4 +1,4 @@
-"""tbviz.export: PNGs, GIFs and contact sheets from event files, with the documented layout."""
+"""tbviz.cli.export: PNGs, GIFs and contact sheets from event files, with the documented layout."""
 
 from __future__ import annotations
 

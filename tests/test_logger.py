@@ -396,6 +396,11 @@ def test_unusable_log_dir(tmp_path, data):
     "kwargs, message",
     [
         ({"freq": 0}, "freq"),
+        ({"freq": True}, r"`freq` must be a positive integer\. Received: freq=True"),
+        ({"max_size": 2.5}, "max_size"),
+        ({"max_channels": 0}, "max_channels"),
+        ({"max_probes": -1}, "max_probes"),
+        ({"max_pixels_per_epoch": 0}, r"positive integer or None \(no budget\)"),
         ({"max_layers": 0}, "max_layers"),
         ({"value_range": (0, 1)}, "value_range.*normalize='fixed'"),
         ({"value_range": (1, 0), "normalize": "fixed"}, "low < high"),
@@ -406,6 +411,22 @@ def test_bad_options_are_refused(tmp_path, data, kwargs, message):
     """Bad options fail at construction with the argument named."""
     with pytest.raises(ValueError, match=message):
         ActivationLogger(data[2], log_dir=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"stats": "yes"}, r"`stats` must be True or False\. Received: stats='yes'"),
+        ({"histograms": 1}, "histograms"),
+        ({"cmap": 3}, "cmap"),
+        ({"model": "generator"}, "must be a keras.Model"),
+        ({"log_dir": 5}, "log_dir"),
+    ],
+)
+def test_options_of_the_wrong_type_are_refused(tmp_path, data, kwargs, message):
+    """An option of the wrong type is a TypeError naming it, what was expected and what was received."""
+    with pytest.raises(TypeError, match=message):
+        ActivationLogger(data[2], **{"log_dir": tmp_path, **kwargs})
 
 
 def test_no_warnings_on_a_clean_run(tmp_path, data):

@@ -1,4 +1,4 @@
-"""The logging step on every backend (tbviz/steps.py), trained for real.
+"""The logging step on every backend (tbviz/step/), trained for real.
 
 Each backend runs in its own process (tests/_step_worker.py); on JAX and
 PyTorch TensorFlow cannot be imported there. The statistics logged at each

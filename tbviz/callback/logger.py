@@ -151,7 +151,7 @@ class ActivationLogger(keras.callbacks.Callback):
         keras.callbacks.TensorBoard(log_dir="logs/mnist"),
         tbviz.ActivationLogger(x_test[:4], log_dir="logs/mnist"),
     ])
-    # tensorboard --logdir logs/mnist --samples_per_plugin images=100000
+    # tensorboard --logdir logs/mnist, then the ACTIVATIONS tab
     ```
     """
 

@@ -16,6 +16,8 @@ from typing import Union
 import keras
 
 from tbviz.model.walk import (
+    ACTIVATION_LAYERS,
+    IDENTITY_AT_INFERENCE,
     LayerEntry,
     is_container,
     output_rank,
@@ -32,12 +34,7 @@ LayerSelection = Union[LayerSelector, Sequence[LayerSelector], None]  # noqa: UP
 # Layers that only move, pad or perturb pixels: never worth a card by default.
 _PLUMBING = (
     keras.layers.InputLayer,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
+    *IDENTITY_AT_INFERENCE,
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
     keras.layers.ZeroPadding3D,
@@ -63,12 +60,7 @@ def is_preprocessing(layer: keras.layers.Layer) -> bool:
 
 
 _ACTIVATION_LIKE = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
+    *ACTIVATION_LAYERS,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
     keras.layers.MaxPooling3D,

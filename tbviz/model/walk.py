@@ -38,7 +38,8 @@ import keras
 
 from tbviz.numerics.layout import Layout, token_grid_side
 
-_ACTIVATIONS = (
+#: Layers that are an activation function and nothing else.
+ACTIVATION_LAYERS = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
@@ -68,8 +69,8 @@ _LAYOUT_PRESERVING = (
     keras.layers.Rescaling,
     keras.layers.Identity,
 )
-# Layers that pass their input through unchanged at inference.
-_IDENTITY_AT_INFERENCE = (
+#: Layers that pass their input through unchanged at inference (dropout, noise, identity).
+IDENTITY_AT_INFERENCE = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
@@ -202,10 +203,10 @@ def _repeats_input(node: Any) -> bool:
     if node is None or len(node.input_tensors) != 1:
         return False
     name = activation_name(node.operation)
-    if name not in ("relu", "relu6") or not isinstance(node.operation, _ACTIVATIONS):
+    if name not in ("relu", "relu6") or not isinstance(node.operation, ACTIVATION_LAYERS):
         return False
     parent = _node_of(node.input_tensors[0])
-    while parent is not None and isinstance(parent.operation, _IDENTITY_AT_INFERENCE):
+    while parent is not None and isinstance(parent.operation, IDENTITY_AT_INFERENCE):
         parent = _node_of(parent.input_tensors[0]) if parent.input_tensors else None
     return parent is not None and activation_name(parent.operation) == name
 
@@ -318,7 +319,7 @@ class _CallGraph:
         for node in self.order:
             if id(node) in cuts and len(node.output_tensors) == 1:
                 users = consumers[id(node.output_tensors[0])]
-                if len(users) == 1 and isinstance(users[0].operation, _ACTIVATIONS):
+                if len(users) == 1 and isinstance(users[0].operation, ACTIVATION_LAYERS):
                     cuts.discard(id(node))
         return cuts
 
