@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from tbviz._warnings import TbvizWarning
+from tbviz._warnings import LayerHealthWarning, TbvizWarning
 
 try:
     __version__ = version("tbviz")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["ActivationLogger", "TbvizWarning"]
+__all__ = ["ActivationLogger", "LayerHealthWarning", "TbvizWarning"]
 
 #: Keras' backends: each is also the name of its package and of tbviz's install extra.
 _BACKENDS = ("tensorflow", "jax", "torch")

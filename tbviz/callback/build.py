@@ -9,6 +9,7 @@ training, with what was expected and what was received.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,10 @@ from tbviz.model.walk import (
     with_run_shapes,
 )
 from tbviz.numerics.change import coarse_size
+from tbviz.numerics.health import BOUNDS, LayerFacts
 from tbviz.numerics.layout import Layout, fit_pixel_budget
 from tbviz.numerics.pictures import PictureOptions
 from tbviz.numerics.summary import LayerSummary
-
-# The range a bounded activation's output lies in: an image-like output with one is drawn
-# on that scale (a generator's tanh image in [-1, 1]), not stretched to its own range.
-_BOUNDS = {"sigmoid": (0.0, 1.0), "hard_sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ class Planned:
     options: PictureOptions
     info: LayerInfo
     fixed_range: tuple[float, float]  # NaN: taken from the first logged epoch (normalize="fixed")
+    facts: LayerFacts  # what its health is judged with
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,16 @@ def build(model: keras.Model, probe: Any, config: LoggerConfig) -> Built:
         model,
         probe,
         [p.entry for p in planned],
-        [LayerSummary(p.options, p.layout, config.stats or config.histograms) for p in planned],
+        [
+            LayerSummary(
+                p.options,
+                p.layout,
+                config.stats or config.histograms or config.health,
+                health=config.health,
+                bounds=p.facts.bounds,
+            )
+            for p in planned
+        ],
         _expected_calls(entries),
         # A model compiled with run_eagerly=True may not be traceable: then eagerly, as fit() does.
         eager=bool(getattr(model, "run_eagerly", False)),
@@ -185,8 +193,10 @@ def _plan(entries: list[LayerEntry], samples: int, config: LoggerConfig) -> list
         fixed_range = initial
         settings: dict[str, Any] = {"max_size": size, "max_channels": channels}
         if layout.kind == "image":  # drawn as the image it is: its own range, or its bounds
-            bounds = _BOUNDS.get(activation_name(entry.layer) or "")
-            fixed_range = bounds or (np.nan, np.nan)
+            # A bounded activation's image is drawn on that scale (a generator's tanh image
+            # in [-1, 1]), not stretched to its own range.
+            bounds = BOUNDS.get(activation_name(entry.layer) or "")
+            fixed_range = bounds[:2] if bounds else (np.nan, np.nan)
             settings.update(
                 normalize="fixed" if bounds else "layer",
                 clip_percentile=0.0,
@@ -197,10 +207,21 @@ def _plan(entries: list[LayerEntry], samples: int, config: LoggerConfig) -> list
         if key not in made:
             made[key] = dataclasses.replace(asked, **settings)
         options = made[key]
-        planned.append(
-            Planned(entry, layout, options, _info(entry, layout, options, asked, samples, config), fixed_range)
-        )
+        info = _info(entry, layout, options, asked, samples, config)
+        planned.append(Planned(entry, layout, options, info, fixed_range, _facts(entry, layout, samples)))
     return planned
+
+
+def _facts(entry: LayerEntry, layout: Layout, samples: int) -> LayerFacts:
+    return LayerFacts(
+        path=entry.path,
+        activation=activation_name(entry.layer),
+        channels=layout.channels,
+        values_per_channel=samples * math.prod(layout.shape) // max(layout.channels, 1),
+        trainable=entry.trainable,
+        model_input=entry.input_index is not None,
+        model_output=entry.model_output,
+    )
 
 
 def _info(

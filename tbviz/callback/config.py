@@ -42,6 +42,7 @@ class LoggerConfig:
     max_pixels_per_epoch: int | None
     stats: bool
     histograms: bool
+    health: bool
     max_probes: int
     model: keras.Model | None
 
@@ -62,6 +63,7 @@ class LoggerConfig:
         max_pixels_per_epoch: Any,
         stats: Any,
         histograms: Any,
+        health: Any,
         max_probes: Any,
         model: Any,
     ) -> LoggerConfig:
@@ -71,7 +73,7 @@ class LoggerConfig:
                 "`model` must be a keras.Model (the model to picture, e.g. a GAN's generator). "
                 f"Received: model={model!r} of type {type(model).__name__}"
             )
-        for name, value in (("stats", stats), ("histograms", histograms)):
+        for name, value in (("stats", stats), ("histograms", histograms), ("health", health)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
         if not isinstance(cmap, str):
@@ -115,6 +117,7 @@ class LoggerConfig:
             ),
             stats=stats,
             histograms=histograms,
+            health=health,
             max_probes=positive_int("max_probes", max_probes),
             model=model,
         )

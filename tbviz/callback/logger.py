@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from tbviz import step as steps
-from tbviz._warnings import warn
+from tbviz._warnings import LayerHealthWarning, warn
 from tbviz.callback.build import Built, build, has_inputs, target_model
 from tbviz.callback.config import (
     DEFAULT_MAX_LAYERS,
@@ -32,6 +32,7 @@ from tbviz.io.writer import RunWriter
 from tbviz.model import probes
 from tbviz.model.selection import LayerSelection
 from tbviz.numerics.change import relative_change
+from tbviz.numerics.health import Health, HealthMonitor, onset_message
 from tbviz.numerics.pictures import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SIZE
 from tbviz.numerics.summary import LayerNumbers
 
@@ -135,6 +136,13 @@ class ActivationLogger(keras.callbacks.Callback):
             no budget. Defaults to `3_500_000`.
         stats: log mean, std and zero-fraction scalars per layer. Defaults to `True`.
         histograms: log a histogram of each layer's activations. Defaults to `True`.
+        health: judge each layer's health at every logged epoch: which layer is
+            dead, saturated, exploding, vanishing or has NaN/Inf, since which
+            step (see docs/health.md). Each finding is written beside the
+            pictures (``tbviz report`` and the ACTIVATIONS tab list them) and
+            warned of once, the epoch it begins, as a
+            ``tbviz.LayerHealthWarning``; its figures are logged as scalars.
+            NaN/Inf are warned of whatever it says. Defaults to `True`.
         max_probes: the most probe samples pictured; a larger probe batch
             (say a whole test set passed by mistake) is cut to its first
             `max_probes` samples, with a warning. Defaults to `16`.
@@ -172,6 +180,7 @@ class ActivationLogger(keras.callbacks.Callback):
         max_pixels_per_epoch: int | None = DEFAULT_MAX_PIXELS_PER_EPOCH,
         stats: bool = True,
         histograms: bool = True,
+        health: bool = True,
         max_probes: int = DEFAULT_MAX_PROBES,
         model: keras.Model | None = None,
     ) -> None:
@@ -190,6 +199,7 @@ class ActivationLogger(keras.callbacks.Callback):
             max_pixels_per_epoch=max_pixels_per_epoch,
             stats=stats,
             histograms=histograms,
+            health=health,
             max_probes=max_probes,
             model=model,
         )
@@ -245,6 +255,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._built: Built | None = None
         self._fixed: dict[str, tuple[float, float]] = {}  # layer path -> its fixed range
         self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
+        self._monitor: HealthMonitor | None = None
         self._active = True
 
     def _build(self) -> None:
@@ -266,6 +277,9 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         for layer in self._built.layers:
             self._fixed.setdefault(layer.entry.path, layer.fixed_range)
+        self._monitor = HealthMonitor(
+            [layer.facts for layer in self._built.layers], probes.sample_count(self.probe)
+        )
 
     @contextlib.contextmanager
     def _failures(self, what: str) -> Iterator[None]:
@@ -306,24 +320,27 @@ class ActivationLogger(keras.callbacks.Callback):
 
     def _log(self, step: int) -> list[LayerRecord]:
         """Runs the step on the probe; returns each layer's record for the writer."""
-        assert self._built is not None
+        assert self._built is not None and self._monitor is not None
+        config, results = self.config, self._built.step(self._ranges())
+        unpacked = [LayerNumbers.unpack(vector) for _, vector, _ in results]
+        healths = [self._health(numbers) for numbers in unpacked]
+        findings, onsets = self._monitor.observe(step, healths)
+        for message in onset_message(onsets):
+            warn(message, LayerHealthWarning)
         records = []
-        for planned, (pictures, vector, coarse_maps) in zip(
-            self._built.layers, self._built.step(self._ranges()), strict=True
+        for planned, (pictures, _, coarse_maps), numbers, health, found in zip(
+            self._built.layers, results, unpacked, healths, findings, strict=True
         ):
-            path, numbers = planned.entry.path, LayerNumbers.unpack(vector)
+            path = planned.entry.path
             if planned.options.normalize == "fixed" and not np.isfinite(self._fixed[path][0]):
                 self._fixed[path] = (numbers.lo, numbers.hi)
-            scalars = dict(numbers.statistics or {}) if self.config.stats else {}
+            scalars = dict(numbers.statistics or {}) if config.stats else {}
+            if config.health:
+                scalars.update(health.scalars(planned.facts))
             previous, self._previous[path] = self._previous.get(path), coarse_maps
             change = None if previous is None else relative_change(coarse_maps, previous)
             if change is not None:
                 scalars[tags.CHANGE] = change
-            if numbers.nonfinite:
-                warn(
-                    f"layer '{path}' has {numbers.nonfinite} NaN/Inf activations at epoch "
-                    f"{step}; they are drawn magenta and left out of its statistics."
-                )
             records.append(
                 LayerRecord(
                     path,
@@ -331,10 +348,17 @@ class ActivationLogger(keras.callbacks.Callback):
                     planned.options.palette,
                     info=planned.info,
                     scalars=scalars,
-                    histogram=numbers.histogram if self.config.histograms else None,
+                    histogram=numbers.histogram if config.histograms else None,
+                    findings=found if config.health else None,
                 )
             )
         return records
+
+    def _health(self, numbers: LayerNumbers) -> Health:
+        """A layer's health numbers; without ``health=``, only its NaN/Inf count is judged."""
+        if self.config.health:
+            return numbers.health
+        return Health(0, np.nan, np.nan, np.nan, numbers.nonfinite)
 
     def _ranges(self) -> np.ndarray:
         """The fixed ranges, ``(layers, 2)`` float32, as the step takes them (NaN: not yet fixed)."""

@@ -1,4 +1,4 @@
-"""The ``tbviz`` command: ``tbviz demo``, ``tbviz board`` and ``tbviz export``.
+"""The ``tbviz`` command: ``tbviz demo``, ``tbviz board``, ``tbviz export`` and ``tbviz report``.
 
 Heavy modules (Keras for the demo, TensorBoard's server for board) are
 imported only by the sub-command that needs them. Mistakes in the input are
@@ -157,6 +157,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="GIF frame duration in milliseconds (default: %(default)s)",
     )
     exporting.set_defaults(handler=_export)
+
+    reporting = commands.add_parser(
+        "report",
+        help="print which layers died, saturated, exploded or went NaN, and since which step",
+        description=textwrap.fill(
+            "Reads the event files under LOGDIR (no training, no model, no TensorFlow) and "
+            "prints, per run, the layer-health findings ActivationLogger wrote while training: "
+            "each layer that is dead, saturated, exploding, vanishing or has NaN/Inf, since "
+            "which epoch (numbered from 0 as Keras' callbacks and TensorBoard's step number "
+            "them), with the figure "
+            "that says so. Exit status 0 whether or not there are findings.",
+            width=79,
+        ),
+    )
+    reporting.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    reporting.add_argument(
+        "--run",
+        metavar="RUN",
+        help=f"report only this run (default: every run named '{tags.RUN_NAME}', or every "
+        "run with tbviz images if none is)",
+    )
+    reporting.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"findings": [{"run", "layer", "kind", "since", "severity", "detail", '
+        '...}], "runs": [...]} instead of tables',
+    )
+    reporting.set_defaults(handler=_report)
     return parser
 
 
@@ -359,6 +387,22 @@ def _export(args: argparse.Namespace) -> int:
             f"{len(summary.sheets)} contact sheets"
             + (", a change heat map" if summary.heatmap else "")
         )
+    return 0
+
+
+# ---------------------------------------------------------------- report
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tbviz.cli import export, report
+
+    try:
+        reports, problems = report.report(args.logdir, args.run)
+    except export.ExportError as error:
+        raise _UsageError(str(error)) from None
+    for problem in problems:
+        _warn(f"damaged event file: {problem}")
+    print(report.as_json(reports) if args.json else report.as_text(reports), end="" if not args.json else "\n")
     return 0
 
 

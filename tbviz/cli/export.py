@@ -102,10 +102,12 @@ def load_runs(
     run: str | None = None,
     *,
     on_run: Callable[[str], None] | None = None,
+    pictures: bool = True,
 ) -> tuple[list[Run], list[str]]:
     """Reads the runs of `logdir` that hold tbviz images.
 
     Without `run`, tbviz's runs (`tbviz.io.runs.candidate_runs`) are read.
+    `pictures`: False leaves the PNGs on disk (`tbviz.io.reader.RunReader`).
     Returns the runs with images, in name order, and the problems met while
     reading (damaged files: what was skipped).
 
@@ -121,7 +123,9 @@ def load_runs(
         names = runs.all_runs(logdir)
         wanted = run.strip("/") or "."
         if wanted not in names:
-            runs_with_images = [r.name for r in _read(runs.candidate_runs(logdir), on_run)[0]]
+            runs_with_images = [
+                r.name for r in _read(runs.candidate_runs(logdir), on_run, False)[0]
+            ]
             raise ExportError(
                 f"no run {run!r} in {logdir!r}; runs with tbviz images: "
                 + (", ".join(runs_with_images) or "none")
@@ -129,7 +133,7 @@ def load_runs(
         candidates = {wanted: names[wanted]}
     else:
         candidates = runs.candidate_runs(logdir)
-    found, problems = _read(candidates, on_run)
+    found, problems = _read(candidates, on_run, pictures)
     if not found:
         scanned = ", ".join(sorted(candidates)) if candidates else "none"
         raise ExportError(
@@ -143,11 +147,13 @@ def load_runs(
 
 
 def _read(
-    candidates: dict[str, str], on_run: Callable[[str], None] | None
+    candidates: dict[str, str], on_run: Callable[[str], None] | None, pictures: bool = True
 ) -> tuple[list[Run], list[str]]:
     runs, problems = [], []
     for name in sorted(candidates):
-        result = reader.read_run(candidates[name])
+        run_reader = reader.RunReader(candidates[name], pictures=pictures)
+        run_reader.update()
+        result = run_reader.result()
         problems.extend(result.problems)
         if result.images:
             runs.append(Run(name, candidates[name], result))

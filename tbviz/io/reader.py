@@ -56,6 +56,20 @@ class ImageStep:
     location: tuple[str, int] | None = None
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A finding as read back from a run: the `tags.Finding` at its onset, the last logged
+    step it held at, and whether that is the run's last logged step (it still holds)."""
+
+    finding: tags.Finding
+    until: int
+    ongoing: bool
+
+    def to_dict(self, run: str) -> dict[str, Any]:
+        """The finding as ``tbviz report --json`` prints it."""
+        return {"run": run, **self.finding.to_dict(), "until": self.until, "ongoing": self.ongoing}
+
+
 @dataclass
 class ReadResult:
     """Everything tbviz wrote in one run directory, by tag."""
@@ -71,6 +85,27 @@ class ReadResult:
     infos: dict[str, list[tuple[int, tags.LayerInfo]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # layer path -> (step, its findings at that step), in step order
+    health: dict[str, list[tuple[int, list[tags.Finding]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def findings(self) -> list[Judged]:
+        """Every finding of the run, once each (a finding is written at every step it holds):
+        warnings first, then by onset step and model order."""
+        order = {layer: i for i, layer in enumerate(self.health)}
+        last = max((steps[-1][0] for steps in self.health.values() if steps), default=None)
+        seen: dict[tuple[str, str, int], Judged] = {}
+        for layer, steps in self.health.items():
+            for step, findings in steps:
+                for finding in findings:
+                    key = (layer, finding.kind, finding.since)
+                    first = seen.get(key)
+                    seen[key] = Judged(first.finding if first else finding, step, step == last)
+        return sorted(
+            seen.values(),
+            key=lambda j: (j.finding.severity != "warning", j.finding.since, order[j.finding.layer]),
+        )
 
     def info(self, layer: str, step: int | None = None) -> tags.LayerInfo | None:
         """The layer's `LayerInfo` at `step` (None: its last), or None if none was logged."""
@@ -82,6 +117,7 @@ class ReadResult:
     def tags(self) -> set[str]:
         """Every tbviz tag read."""
         layer_tags = {tags.tag(tags.LAYER, layer) for layer in self.infos}
+        layer_tags |= {tags.tag(tags.HEALTH, layer) for layer in self.health}
         return set(self.images) | set(self.scalars) | set(self.histograms) | layer_tags
 
 
@@ -221,6 +257,8 @@ class RunReader:
                 result.histograms[tag] = _latest(histograms)
             for layer, infos in self._raw.infos.items():
                 result.infos[layer] = _latest(infos)
+            for layer, health in self._raw.health.items():
+                result.health[layer] = _latest(health)
             self._result = result
         return self._result
 
@@ -247,7 +285,12 @@ def read_pictures(step: ImageStep, tag: str) -> list[bytes]:
 
 
 _Item = TypeVar(
-    "_Item", ImageStep, tuple[int, float], tuple[int, np.ndarray], tuple[int, tags.LayerInfo]
+    "_Item",
+    ImageStep,
+    tuple[int, float],
+    tuple[int, np.ndarray],
+    tuple[int, tags.LayerInfo],
+    tuple[int, list[tags.Finding]],
 )
 
 
@@ -295,7 +338,7 @@ def _add(
                 location=location,
             )
         )
-    elif kind in (*tags.SCALAR_KINDS, tags.CHANGE) and plugin == "scalars":
+    elif kind in (*tags.SCALAR_KINDS, *tags.HEALTH_SCALAR_KINDS, tags.CHANGE) and plugin == "scalars":
         result.scalars[value.tag].append((event.step, _scalar(value.tensor)))
     elif kind == tags.DISTRIBUTION and plugin == "histograms":
         result.histograms[value.tag].append((event.step, tensor_util.make_ndarray(value.tensor)))
@@ -303,6 +346,10 @@ def _add(
         info = tags.LayerInfo.from_json(value.tensor.string_val[0])
         if info is not None:
             result.infos[layer].append((event.step, info))
+    elif kind == tags.HEALTH and plugin == tags.PLUGIN_NAME and value.tensor.string_val:
+        findings = tags.findings_from_json(value.tensor.string_val[0], layer)
+        if findings is not None:
+            result.health[layer].append((event.step, findings))
 
 
 def _scalar(tensor) -> float:

@@ -40,6 +40,8 @@ class LayerRecord:
         info: how the pictures were made (`tbviz.io.tags.LayerInfo`); None: not written.
         scalars: scalar values by tag kind (``mean``, ``change``, ...).
         histogram: ``(bins, 3)`` rows of ``[left edge, right edge, count]``, or None.
+        findings: its health findings at this step (``health/<layer>``, [] for none);
+            None: not written (health not judged).
     """
 
     path: str
@@ -48,6 +50,7 @@ class LayerRecord:
     info: tags.LayerInfo | None = None
     scalars: dict[str, float] = field(default_factory=dict)
     histogram: np.ndarray | None = None
+    findings: list[tags.Finding] | None = None
 
 
 def layer_summary(record: LayerRecord) -> bytes:
@@ -82,6 +85,10 @@ def layer_summary(record: LayerRecord) -> bytes:
     if record.info is not None:
         tag = tags.tag(tags.LAYER, path)
         _strings(summary, tag, [record.info.to_json().encode()], _tbviz_metadata(tag), scalar=True)
+    if record.findings is not None:
+        tag = tags.tag(tags.HEALTH, path)
+        text = tags.health_json(record.findings).encode()
+        _strings(summary, tag, [text], _tbviz_metadata(tag), scalar=True)
     return summary.SerializeToString()
 
 

@@ -24,6 +24,14 @@ epoch index (the step Keras' ``TensorBoard`` callback gives ``epoch_*``):
                             the second logged epoch on; see below)
     layer/<layer>           the layer's `LayerInfo` (plugin ``activations``): how
                             its pictures were made, as JSON, for the readers
+    dead_channels/<layer>   scalar: share of its channels constant (a ReLU's: 0)
+                            on every probe sample and position
+    saturation/<layer>      scalar: share of values at a bound of its bounded
+                            activation (sigmoid, tanh, softmax, relu6...; only those)
+    rms/<layer>             scalar: root mean square of its finite activations
+    nonfinite/<layer>       scalar: how many of its activations are NaN/Inf
+    health/<layer>          the layer's findings at that step (plugin
+                            ``activations``): a JSON list of `Finding`, [] if none
 
 ``<layer>`` is the layer's path: its name, or ``outer/inner`` for a layer inside
 a nested model. A layer or nested model called more than once in its model (the
@@ -64,8 +72,31 @@ DISTRIBUTION = "distribution"
 CHANGE = "change"
 LAYER = "layer"
 
+DEAD_CHANNELS = "dead_channels"
+SATURATION = "saturation"
+RMS = "rms"
+NONFINITE = "nonfinite"
+HEALTH = "health"
+
 SCALAR_KINDS = (MEAN, STD, ZERO_FRACTION)  # the statistics scalars
-KINDS = (IMAGE, *SCALAR_KINDS, DISTRIBUTION, CHANGE, LAYER)
+HEALTH_SCALAR_KINDS = (DEAD_CHANNELS, SATURATION, RMS, NONFINITE)
+KINDS = (IMAGE, *SCALAR_KINDS, DISTRIBUTION, CHANGE, LAYER, *HEALTH_SCALAR_KINDS, HEALTH)
+
+# The kinds of `Finding`, and how a sentence names each.
+DEAD = "dead"
+SATURATED = "saturated"
+EXPLODING = "exploding"
+VANISHING = "vanishing"
+NONFINITE_FINDING = "nonfinite"
+FINDING_KINDS = (NONFINITE_FINDING, DEAD, SATURATED, EXPLODING, VANISHING)
+_STATE = {
+    DEAD: "is dead",
+    SATURATED: "is saturated",
+    EXPLODING: "is exploding",
+    VANISHING: "is vanishing",
+    NONFINITE_FINDING: "has NaN/Inf activations",
+}
+SEVERITIES = ("warning", "info")
 
 #: Each map is shrunk to at most this many pixels a side for the change metric.
 COARSE_SIZE = 8
@@ -189,3 +220,74 @@ class LayerInfo:
             return cls(**values)
         except (KeyError, TypeError):
             return None
+
+
+#: The version of the ``health/<layer>`` JSON.
+HEALTH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong with one layer, from one logged step on (`tbviz.numerics.health`).
+
+    Attributes:
+        layer: the layer's path.
+        kind: one of `FINDING_KINDS`.
+        since: the first logged epoch of the stretch of logged epochs it has held in:
+            the epoch as tbviz numbers it everywhere, Keras' index (``on_epoch_end``'s
+            ``epoch``, from 0; the progress bar prints epoch 0 as "Epoch 1/N"), which is
+            TensorBoard's step.
+        severity: ``"warning"`` (a problem to look at), or ``"info"`` (a frozen layer, or
+            one that only follows an earlier layer's finding of the same kind).
+        value: the figure that says so at `since` (a share, a ratio, a count).
+        detail: that figure in words.
+    """
+
+    layer: str
+    kind: str
+    since: int
+    severity: str
+    value: float
+    detail: str
+
+    def sentence(self) -> str:
+        """``'conv2' is dead since epoch 3: 16 of 16 channels ...``."""
+        return f"'{self.layer}' {_STATE.get(self.kind, self.kind)} since epoch {self.since}: {self.detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, layer: str | None = None) -> Finding | None:
+        """The finding in `data` (`layer`: the path, when the tag gives it); None if not one."""
+        try:
+            finding = cls(
+                layer=str(layer if layer is not None else data["layer"]),
+                kind=str(data["kind"]),
+                since=int(data["since"]),
+                severity=str(data["severity"]),
+                value=float(data["value"]),
+                detail=str(data["detail"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        return finding if finding.severity in SEVERITIES else None
+
+
+def health_json(findings: list[Finding]) -> str:
+    """The ``health/<layer>`` value of one step: its findings, without the layer (the tag has it)."""
+    items = [{k: v for k, v in f.to_dict().items() if k != "layer"} for f in findings]
+    return json.dumps({"version": HEALTH_VERSION, "findings": items}, sort_keys=True)
+
+
+def findings_from_json(text: str | bytes, layer: str) -> list[Finding] | None:
+    """The findings of a ``health/<layer>`` value; None if it is not one this version reads."""
+    try:
+        data: Any = json.loads(text)
+        items = data["findings"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(items, list):
+        return None
+    found = [Finding.from_dict(item, layer) if isinstance(item, dict) else None for item in items]
+    return [f for f in found if f is not None]

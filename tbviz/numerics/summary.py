@@ -7,7 +7,8 @@ parts (`LayerSummary`):
 - `reduce_layer` reads the full output, once for each thing it needs: the
   maps of its first channels, shrunk to picture size (`tbviz.numerics.pictures.to_maps`);
   the strided sample its statistics are taken from (`tbviz.numerics.stats.sample`);
-  its NaN/Inf count, over every value. What it returns is small, so the
+  its NaN/Inf count, over every value; with health, its constant channels
+  (`tbviz.numerics.health`). What it returns is small, so the
   output can be freed as soon as the model is done with it too.
 - `finish_layer` makes the pictures, statistics and coarse maps from those
   small tensors. The model need not wait for it: in TensorFlow's step it
@@ -22,6 +23,7 @@ here only (`LayerNumbers`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -30,6 +32,7 @@ from keras import ops
 
 from tbviz.io import tags
 from tbviz.numerics.change import coarse
+from tbviz.numerics.health import Health, bound_shares, constant_channels
 from tbviz.numerics.layout import Layout
 from tbviz.numerics.pictures import PictureOptions, render_maps, to_maps
 from tbviz.numerics.stats import HISTOGRAM_BINS, count_nonfinite, sample, sample_statistics
@@ -41,28 +44,36 @@ class Reduced(NamedTuple):
     maps: Any  # float32 (N, h, w, M), NaN where a shrunk pixel covers a NaN/Inf
     sample: Any  # float32 (count,): the statistics' sample, or (0,) without statistics
     nonfinite: Any  # float32 (): how many NaN/Inf values the whole output holds
+    constant: Any  # float32 (): how many channels are constant (0 without health)
 
 
 _STATISTICS = tags.SCALAR_KINDS  # the statistics in the vector: their tags' kinds are their names
+_HEAD = 6  # lo, hi, nonfinite, constant, at_low, at_high: the vector's fixed part
 
 
 class LayerNumbers(NamedTuple):
     """A layer's numbers at one logged epoch, as they leave the step in one vector.
 
-    The vector is ``[lo, hi, nonfinite]``, then with statistics ``[mean,
-    std, zero_fraction]`` and the histogram's ``(bins, 3)`` rows flattened.
+    The vector is ``[lo, hi, nonfinite, constant, at_low, at_high]``, then
+    with statistics ``[mean, std, zero_fraction]`` and the histogram's
+    ``(bins, 3)`` rows flattened.
     """
 
     lo: float  # the value range the pictures were normalised with
     hi: float
     nonfinite: int  # how many NaN/Inf values the output held
+    constant: int  # how many channels were constant (0 without health)
+    at_low: float  # shares of the sample at its activation's bounds (NaN: unbounded)
+    at_high: float
     statistics: dict[str, float] | None  # mean, std, zero_fraction; None when not computed
     histogram: np.ndarray | None  # (bins, 3) [left edge, right edge, count]
 
     @staticmethod
-    def pack(lo: Any, hi: Any, nonfinite: Any, statistics: dict[str, Any] | None) -> Any:
+    def pack(
+        lo: Any, hi: Any, reduced: Reduced, shares: tuple[Any, Any], statistics: dict[str, Any] | None
+    ) -> Any:
         """The vector, in the step (``keras.ops``), from `sample_statistics`' result or None."""
-        head = [ops.min(lo), ops.max(hi), nonfinite]
+        head = [ops.min(lo), ops.max(hi), reduced.nonfinite, reduced.constant, *shares]
         if statistics is None:
             return ops.stack(head)
         head += [statistics[kind] for kind in _STATISTICS]
@@ -72,11 +83,21 @@ class LayerNumbers(NamedTuple):
     def unpack(cls, vector: np.ndarray) -> LayerNumbers:
         """The numbers of a vector `pack` made, on the host."""
         vector = np.asarray(vector, np.float32)
-        lo, hi, nonfinite = (float(v) for v in vector[:3])
-        if len(vector) == 3:
-            return cls(lo, hi, int(nonfinite), None, None)
-        statistics = dict(zip(_STATISTICS, (float(v) for v in vector[3:6]), strict=True))
-        return cls(lo, hi, int(nonfinite), statistics, vector[6:].reshape(HISTOGRAM_BINS, 3))
+        head = _HEAD
+        lo, hi, nonfinite, constant, at_low, at_high = (float(v) for v in vector[:head])
+        known = (lo, hi, int(nonfinite), int(constant), at_low, at_high)
+        if len(vector) == head:
+            return cls(*known, None, None)
+        statistics = dict(zip(_STATISTICS, (float(v) for v in vector[head : head + 3]), strict=True))
+        return cls(*known, statistics, vector[head + 3 :].reshape(HISTOGRAM_BINS, 3))
+
+    @property
+    def health(self) -> Health:
+        """Its health numbers (`tbviz.numerics.health`); the RMS is NaN without statistics."""
+        rms = math.nan
+        if self.statistics is not None:
+            rms = math.hypot(self.statistics["mean"], self.statistics["std"])
+        return Health(self.constant, self.at_low, self.at_high, rms, self.nonfinite)
 
 
 @dataclass(frozen=True)
@@ -86,20 +107,26 @@ class LayerSummary:
     Attributes:
         options: how its pictures are made.
         layout: how its output is laid out as maps.
-        wants_stats: whether its statistics and histogram are computed.
+        wants_stats: whether its statistics and histogram are computed (health needs them).
+        health: whether its health numbers are measured (`tbviz.numerics.health`).
+        bounds: its activation's bounds (`tbviz.numerics.health.BOUNDS`), or None.
     """
 
     options: PictureOptions
     layout: Layout
     wants_stats: bool
+    health: bool = False
+    bounds: tuple[float, float, float] | None = None
 
     def reduce(self, output: Any) -> Reduced:
         """The part that reads the full output; the model waits for it."""
-        return reduce_layer(output, self.layout, self.options, self.wants_stats)
+        return reduce_layer(output, self.layout, self.options, self.wants_stats, self.health)
 
     def finish(self, reduced: Reduced, fixed_range: Any) -> tuple[Any, Any, Any]:
         """The rest, from what `reduce` kept: pictures, numbers, coarse maps."""
-        return finish_layer(reduced, fixed_range, self.layout, self.options, self.wants_stats)
+        return finish_layer(
+            reduced, fixed_range, self.layout, self.options, self.wants_stats, self.bounds
+        )
 
     @property
     def finish_kind(self) -> tuple:
@@ -107,11 +134,12 @@ class LayerSummary:
         shape) can share one compiled `finish`."""
         layout = self.layout
         colour = layout.kind == "image" and layout.channels == 3
-        return self.options, self.wants_stats, layout.grid(self.options.max_channels), colour
+        grid = layout.grid(self.options.max_channels)
+        return self.options, self.wants_stats, grid, colour, self.bounds
 
 
 def reduce_layer(
-    output: Any, layout: Layout, options: PictureOptions, wants_stats: bool
+    output: Any, layout: Layout, options: PictureOptions, wants_stats: bool, health: bool = False
 ) -> Reduced:
     """The part of a layer's summary that reads its full output (see the module doc)."""
     nonfinite = count_nonfinite(output)
@@ -124,7 +152,8 @@ def reduce_layer(
         finite=nonfinite == 0,
     )
     values = sample(output) if wants_stats else ops.zeros((0,), "float32")
-    return Reduced(maps, values, nonfinite)
+    constant = constant_channels(output, layout) if health else ops.zeros((), "float32")
+    return Reduced(maps, values, nonfinite, constant)
 
 
 def finish_layer(
@@ -133,6 +162,7 @@ def finish_layer(
     layout: Layout,
     options: PictureOptions,
     wants_stats: bool,
+    bounds: tuple[float, float, float] | None = None,
 ) -> tuple[Any, Any, Any]:
     """One layer's pictures, its numbers (`LayerNumbers.pack`) and its coarse maps
     (`tbviz.numerics.change`): three tensors a layer, whatever the backend, all that
@@ -147,7 +177,8 @@ def finish_layer(
             finite=finite,
         )
         statistics = sample_statistics(reduced.sample, finite=finite) if wants_stats else None
-        numbers = LayerNumbers.pack(lo, hi, reduced.nonfinite, statistics)
+        shares = bound_shares(reduced.sample, bounds)
+        numbers = LayerNumbers.pack(lo, hi, reduced, shares, statistics)
         return pictures, numbers, coarse(reduced.maps, finite=finite)
 
     return ops.cond(reduced.nonfinite == 0, lambda: finish(True), lambda: finish(False))

@@ -17,7 +17,9 @@ Routes, under ``/data/plugin/activations``:
     /run?run=R              the run's layers in model order, each with its
                             logged steps, picture count and size, its
                             ``change/<layer>`` values (one per step, null
-                            where there is none) and how it was normalised;
+                            where there is none), how it was normalised and
+                            the health findings holding at each step; the
+                            run's findings (`tbviz.io.reader.Judged`);
                             notices (damaged files, what was skipped)
     /picture?run=R&layer=L&step=S&sample=K
                             the logged PNG (cacheable: a logged step's picture
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 _STATIC = {"/index.js": "text/javascript", "/style.css": "text/css"}
 _INTEGER = re.compile(r"[-+]?[0-9]{1,40}")
 _PICTURE_CACHE_SECONDS = 365 * 24 * 3600
-_KINDS = (tags.IMAGE, tags.CHANGE, tags.LAYER)  # what the tab shows
+_KINDS = (tags.IMAGE, tags.CHANGE, tags.LAYER, tags.HEALTH)  # what the tab shows
 
 
 class _BadRequest(Exception):
@@ -218,6 +220,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             description = result.descriptions.get(tag, "")
             info = result.info(layer)
             changes = dict(result.scalars.get(tags.tag(tags.CHANGE, layer), []))
+            health = dict(result.health.get(layer, []))
             layers.append(
                 {
                     "name": layer,
@@ -232,6 +235,11 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                     "change_colour": [
                         hex_colour(heat.colour(changes.get(step))) for step in sorted(steps)
                     ],
+                    # the findings that hold at each step: [{"kind", "severity"}, ...]
+                    "health": [
+                        [{"kind": f.kind, "severity": f.severity} for f in health.get(step, [])]
+                        for step in sorted(steps)
+                    ],
                 }
             )
         all_steps = sorted({step for layer in index.steps.values() for step in layer})
@@ -243,6 +251,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "layers": layers,
             "change_scale": {"low": heat.low, "high": heat.high, "ramp": ramp()},
             "coarse_size": tags.COARSE_SIZE,
+            "judged": bool(result.health),
+            "findings": [judged.to_dict(run.name) for judged in result.findings()],
             "notices": [f"Skipped while reading: {p}" for p in result.problems],
         }
 
@@ -317,6 +327,7 @@ def _make_index(reader: RunReader) -> _Index:
         "\n".join(os.path.basename(p) for p in event_files(reader.run_dir)).encode()
     ).hexdigest()[:12]
     items = sum(map(len, result.images.values())) + sum(map(len, result.scalars.values()))
+    items += sum(map(len, result.health.values()))
     return _Index(result, layers, steps, token, f"{token}.{items}.{len(result.problems)}")
 
 

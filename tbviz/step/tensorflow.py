@@ -77,14 +77,15 @@ class TensorFlowStep(Step):
             key = ("finish", summary.finish_kind, tuple(reduced.maps.shape))
             if key not in functions:
 
-                def finish_summary(*tensors: Any) -> tuple:  # maps, sample, count, range
-                    return summary.finish(Reduced(*tensors[:3]), tensors[3])
+                def finish_summary(*tensors: Any) -> tuple:  # the Reduced fields, the range
+                    return summary.finish(Reduced(*tensors[:-1]), tensors[-1])
 
                 functions[key] = _function(
                     finish_summary,
                     reduced.maps,
                     tf.TensorSpec([None], reduced.sample.dtype),
                     reduced.nonfinite,
+                    reduced.constant,
                     fixed_range,
                 )
             return functions[key](*reduced, fixed_range)

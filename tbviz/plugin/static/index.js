@@ -8,7 +8,10 @@
 // Views: "Grid" (layers x epochs for one run and one probe image), "Slider"
 // (one epoch slider and play for every layer), "Compare" (two epochs of one
 // run or of two runs, with a difference picture) and "Change" (the
-// change/<layer> heat map). The page polls for new epochs (live runs).
+// change/<layer> heat map). Above them, the run's layer-health findings
+// (which layer is dead, saturated, exploding... since which epoch), each one
+// click away from its layer at its onset; the grid and the heat map mark the
+// epochs a finding holds at. The page polls for new epochs (live runs).
 
 const POLL_MS = 5000;
 const PLAY_MS = 700;
@@ -54,11 +57,12 @@ async function getJson(route, params) {
   return JSON.parse(text);
 }
 
-// Adds to each layer of a /run answer its change values by step.
+// Adds to each layer of a /run answer its change values and findings by step.
 function prepare(data) {
   for (const layer of data.layers) {
     layer.changeAt = new Map(layer.steps.map((step, i) => [step, layer.change[i]]));
     layer.colourAt = new Map(layer.steps.map((step, i) => [step, layer.change_colour[i]]));
+    layer.healthAt = new Map(layer.steps.map((step, i) => [step, (layer.health ?? [])[i] ?? []]));
   }
   return data;
 }
@@ -176,6 +180,7 @@ function buildShell() {
   }));
   const live = el("span", {className: "live", id: "live"});
   const notices = el("ul", {className: "notices", id: "notices"});
+  const findings = el("section", {className: "findings", id: "findings"});
   const main = el("main", {id: "view"});
   const zoomImage = el("img", {alt: ""});
   const zoomCaption = el("figcaption");
@@ -186,8 +191,8 @@ function buildShell() {
   const bar = el("header", {className: "bar"},
     el("label", {}, "Run ", run), el("label", {}, "Probe image ", probe),
     el("label", {}, "Layers ", filter), el("nav", {className: "tabs"}, ...tabs), live);
-  const root = el("div", {className: "tbviz"}, bar, notices, main, zoomBox);
-  return {root, run, probe, filter, tabs, live, notices, main, zoom: zoomBox, zoomImage, zoomCaption};
+  const root = el("div", {className: "tbviz"}, bar, notices, findings, main, zoomBox);
+  return {root, run, probe, filter, tabs, live, notices, findings, main, zoom: zoomBox, zoomImage, zoomCaption};
 }
 
 async function loadAndDraw(run) {
@@ -214,6 +219,7 @@ function draw() {
   ui.notices.replaceChildren(...allNotices().map((n) => el("li", {text: n})));
   for (const tab of ui.tabs) tab.classList.toggle("active", tab.dataset.view === state.view);
   const data = currentData();
+  ui.findings.replaceChildren(...(data ? drawFindings(data) : []));
   if (!data) {
     ui.main.replaceChildren(el("p", {className: "empty", text: state.runs.length ? "Loading…" : "No tbviz pictures in this log directory yet."}));
     return;
@@ -223,6 +229,56 @@ function draw() {
   fillSelect(ui.probe, [...Array(samples).keys()].map((i) => [i, `probe ${i}`]), state.probe);
   const views = {grid: drawGrid, slider: drawSlider, compare: drawCompare, change: drawChange};
   ui.main.replaceChildren(...views[state.view](data));
+}
+
+// ---------------------------------------------------------------- findings
+
+// The run's findings, warnings first: a click shows the layer at its onset
+// (Compare: the logged epoch before it against the onset).
+function drawFindings(data) {
+  const findings = data.findings ?? [];
+  if (!data.judged) return [];
+  const warnings = findings.filter((f) => f.severity === "warning").length;
+  const title = el("h2", {text: findings.length
+    ? `Layer health: ${warnings} warning${warnings === 1 ? "" : "s"}, ${findings.length - warnings} info`
+    : "Layer health: no findings"});
+  if (!findings.length) return [title];
+  const list = el("ul", {id: "findings-list"});
+  for (const f of findings) {
+    const when = f.ongoing ? `since epoch ${f.since}` : `epochs ${f.since}–${f.until}`;
+    const button = el("button", {type: "button", className: `finding ${f.severity}`,
+      title: "Compare this layer's epoch before the onset with the onset",
+      onclick: () => showOnset(data, f)},
+    el("span", {className: "severity", text: f.severity}),
+    el("strong", {text: f.layer}), ` ${f.kind} ${when}: ${f.detail}`);
+    button.dataset.layer = f.layer;
+    button.dataset.kind = f.kind;
+    button.dataset.since = String(f.since);
+    list.append(el("li", {}, button));
+  }
+  return [title, list];
+}
+
+function showOnset(data, finding) {
+  const layer = data.layers.find((l) => l.name === finding.layer);
+  const steps = layer ? layer.steps : data.steps;
+  const at = steps.indexOf(finding.since);
+  const before = at > 0 ? steps[at - 1] : finding.since;
+  Object.assign(state.compare, {runA: data.run, stepA: before, runB: data.run, stepB: finding.since});
+  state.filter = finding.layer;
+  ui.filter.value = finding.layer;
+  state.view = "compare";
+  stopPlaying();
+  draw();
+}
+
+// Marks a grid cell or heat-map cell with the findings that hold there.
+function markHealth(node, layer, step) {
+  const held = layer.healthAt?.get(step) ?? [];
+  if (!held.length) return;
+  node.classList.add(held.some((f) => f.severity === "warning") ? "health-warning" : "health-info");
+  node.dataset.findings = held.map((f) => f.kind).join(" ");
+  node.title = `${node.title ? node.title + " · " : ""}${held.map((f) => `${f.kind} (${f.severity})`).join(", ")}`;
 }
 
 // ---------------------------------------------------------------- grid
@@ -254,9 +310,11 @@ function drawGrid(data) {
     const row = el("tr", {}, el("th", {className: "layer", text: layer.name, title: layer.description}));
     for (const step of chosen) {
       const caption = `${layer.name} · epoch ${step} · probe ${state.probe}`;
-      row.append(el("td", {}, logged.has(step) && state.probe < layer.samples
+      const cell = el("td", {}, logged.has(step) && state.probe < layer.samples
         ? thumbnail(pictureUrl(data.run, layer.name, step, state.probe), layer, step, caption)
-        : el("span", {className: "missing", text: "not logged"})));
+        : el("span", {className: "missing", text: "not logged"}));
+      markHealth(cell, layer, step);
+      row.append(cell);
     }
     body.append(row);
   }
@@ -424,6 +482,7 @@ function drawChange(data) {
         cell.style.background = layer.colourAt.get(step);
         const previous = layer.steps[layer.steps.indexOf(step) - 1] ?? step;
         cell.title = `${layer.name} · epoch ${step}: change ${value.toPrecision(3)} since epoch ${previous}`;
+        markHealth(cell, layer, step);
         cell.addEventListener("click", () => {
           Object.assign(state.compare, {runA: data.run, stepA: previous, runB: data.run, stepB: step});
           state.filter = layer.name;
