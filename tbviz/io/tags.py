@@ -33,6 +33,12 @@ epoch index (the step Keras' ``TensorBoard`` callback gives ``epoch_*``):
     health/<layer>          the layer's findings at that step (plugin
                             ``activations``): a JSON list of `Finding`, [] if none
 
+**Epochs, as people read them.** On disk the step is Keras' 0-based epoch
+index, as TensorBoard's slider shows it. Everything tbviz shows a person (the
+tab, the notebook viewer, ``tbviz export`` and ``tbviz report``, its
+warnings) names the epoch as Keras' progress bar prints it, ``Epoch 1/20``
+for step 0: `epoch_number` is the one place that says so.
+
 ``<layer>`` is the layer's path: its name, or ``outer/inner`` for a layer inside
 a nested model. A layer or nested model called more than once in its model (the
 shared encoder of a siamese network) has one path per call, marked with the
@@ -97,6 +103,12 @@ _STATE = {
     NONFINITE_FINDING: "has NaN/Inf activations",
 }
 SEVERITIES = ("warning", "info")
+
+def epoch_number(step: int) -> int:
+    """The epoch as Keras prints it ("Epoch 1/20") for TensorBoard's `step` (Keras' 0-based
+    epoch index): what every reader shows a person."""
+    return step + 1
+
 
 #: Each map is shrunk to at most this many pixels a side for the change metric.
 COARSE_SIZE = 8
