@@ -82,26 +82,38 @@ def constant_channels(x: Any, layout: Layout) -> Any:
     """How many channels of `x` hold a single value over every sample and position, float32.
 
     Two reductions over the full output (its per-channel max and min). A
-    channel holding a NaN is not counted (its max is NaN).
+    channel holding a NaN is not counted (its max is NaN). Each reduces the
+    axis next to the channels' first (TensorFlow's CPU reduces a middle or
+    inner axis several times faster than all axes but the last: 6 against 17
+    ms for both on ``(8, 112, 112, 96)``), then the rest.
     """
     x = ops.convert_to_tensor(x)
-    axis = channel_axis(layout) % len(x.shape)
-    others = [a for a in range(len(x.shape)) if a != axis]
-    high, low = ops.max(x, axis=others), ops.min(x, axis=others)
+    shape = tuple(x.shape)
+    if channel_axis(layout) % len(shape) == len(shape) - 1:  # (rest, next, channels)
+        x = ops.reshape(x, [-1, shape[-2] if len(shape) > 2 else 1, shape[-1]])
+        near, far = 1, 0
+    else:  # channels first: (samples, channels, rest)
+        x = ops.reshape(x, [shape[0], shape[1], -1])
+        near, far = 2, 0
+    high = ops.max(ops.max(x, axis=near), axis=far)
+    low = ops.min(ops.min(x, axis=near), axis=far)
     return ops.sum(ops.cast(ops.equal(high, low), "float32"))
 
 
-def bound_shares(values: Any, bounds: tuple[float, float, float] | None) -> tuple[Any, Any]:
-    """The shares of float32 `values` (the statistics' sample) at the lower and the upper
-    bound (``(low, high, margin)``, see `BOUNDS`); NaN without bounds. NaN values count as at
-    neither."""
+def bound_shares(
+    values: Any, bounds: tuple[float, float, float] | None, count: Any = None
+) -> tuple[Any, Any]:
+    """The shares of float32 `values` (the statistics' sample; one per row of its last axis)
+    at the lower and the upper bound (``(low, high, margin)``, see `BOUNDS`); NaN without
+    bounds. NaN values count as at neither. `count`: each row's length before padding
+    (see `tbviz.numerics.stats.pad_samples`); None: the rows' length."""
     if bounds is None:
-        nan = ops.full((), math.nan, "float32")
+        nan = ops.full(tuple(values.shape[:-1]), math.nan, "float32")
         return nan, nan
     low, high, margin = bounds
-    count = ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
-    at_low = ops.sum(ops.cast(values <= low + margin, "float32")) / count
-    at_high = ops.sum(ops.cast(values >= high - margin, "float32")) / count
+    count = ops.maximum(values.shape[-1] if count is None else count, 1.0)
+    at_low = ops.sum(ops.cast(values <= low + margin, "float32"), axis=-1) / count
+    at_high = ops.sum(ops.cast(values >= high - margin, "float32"), axis=-1) / count
     return at_low, at_high
 
 

@@ -172,6 +172,12 @@ class Layout:
             return min(self.channels, max(1, max_channels // self.depth))
         return min(self.channels, max_channels)
 
+    def map_count(self, max_channels: int) -> int:
+        """How many maps the picture tiles (the last axis of `tbviz.numerics.pictures.to_maps`)."""
+        if self.kind in ("block", "strip"):
+            return 1
+        return self.channels_shown(max_channels) * self.depth
+
     def grid(self, max_channels: int) -> tuple[int, int]:
         """``(rows, cols)`` of maps in the picture."""
         if self.kind in ("maps", "tokens"):

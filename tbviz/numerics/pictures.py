@@ -44,6 +44,7 @@ from keras import ops
 from tbviz.io.png import palette
 from tbviz.io.tags import LEVELS, NONFINITE_COLOR, NONFINITE_INDEX, SEPARATOR_INDEX
 from tbviz.numerics.layout import Layout, token_grid_side
+from tbviz.numerics.stats import finiteness
 
 NORMALIZATIONS = ("map", "layer", "fixed")
 #: Pictures fit in this many pixels a side unless `PictureOptions.max_size` says otherwise.
@@ -137,7 +138,7 @@ def when_finite(finite: Any, x: Any, lean: Any, careful: Any) -> Any:
     picks a branch at run time; None to check `x` here (one sum).
     """
     if finite is None:
-        finite = _all_finite(x)
+        finite = ops.isfinite(finiteness(x))
     if isinstance(finite, bool):
         return lean() if finite else careful()
     return ops.cond(finite, lean, careful)
@@ -242,11 +243,6 @@ def _quantiles(rows: Any, low: float, high: float) -> tuple[Any, Any]:
     return -ops.top_k(-rows, lo_rank + 1, sorted=True)[0][:, -1], hi
 
 
-def _all_finite(x: Any) -> Any:
-    """True when `x` has no NaN/Inf: one sum, no copy (an overflowing sum says False: harmless)."""
-    return ops.all(ops.isfinite(ops.sum(ops.cast(x, "float32"))))
-
-
 def _finite_min_max(x: Any, axis: Any, finite: Any = None) -> tuple[Any, Any]:
     """Min and max of the finite values of `x` along `axis`; (0, 0) where there are none."""
 
@@ -293,21 +289,24 @@ def value_range(
     clip_percentile: float = 0.0,
     symmetric: bool = False,
     finite: Any = None,
+    layers: int = 1,
 ) -> tuple[Any, Any]:
-    """Returns float32 ``(lo, hi)`` broadcastable against maps ``(N, h, w, M)``.
+    """Returns float32 ``(lo, hi)``: ``(N, 1, 1, M)`` per map, ``(layers, 1, 1, 1)`` per layer.
 
     A per-map range ranks each map's values in a transposed copy of the maps,
     freed as soon as the range is known.
 
     Args:
-        maps: the maps.
-        per_map: one range per map (True) or one for all maps of all samples.
+        maps: the maps ``(N, h, w, M)``: `layers` layers' maps one after the
+            other on the first axis (N = layers x samples).
+        per_map: one range per map (True) or one for all maps of all samples of a layer.
         clip_percentile: percent of the finite values ignored at each end
             (nearest rank); 0 takes the minimum and maximum. Defaults to `0.0`.
         symmetric: widen the range to ``[-m, m]``, ``m = max(|lo|, |hi|)``, so
             that 0 sits in the middle of a diverging colour map. Defaults to `False`.
         finite: whether `maps` may hold NaN/Inf, see `when_finite`. Defaults
             to `None` (checked).
+        layers: how many layers' maps `maps` holds. Defaults to `1`.
     """
     maps = ops.cast(maps, "float32")
     low, high = clip_percentile / 100.0, 1.0 - clip_percentile / 100.0
@@ -318,11 +317,11 @@ def value_range(
         rows = ops.reshape(ops.transpose(maps, [0, 3, 1, 2]), [n * m, h * w])
         lo, hi = _finite_quantiles(rows, low, high, finite)
     else:
-        lo, hi = _finite_quantiles(ops.reshape(maps, [1, -1]), low, high, finite)
+        lo, hi = _finite_quantiles(ops.reshape(maps, [layers, -1]), low, high, finite)
     if symmetric:
         hi = ops.maximum(ops.abs(lo), ops.abs(hi))
         lo = -hi
-    shape = [n, 1, 1, m] if per_map else [1, 1, 1, 1]
+    shape = [n, 1, 1, m] if per_map else [layers, 1, 1, 1]
     return ops.reshape(lo, shape), ops.reshape(hi, shape)
 
 
@@ -451,25 +450,37 @@ def render_maps(
     *,
     fixed_range: tuple[Any, Any] | None = None,
     finite: bool | None = None,
+    layers: int = 1,
 ) -> tuple[Any, Any, Any]:
     """`render` after `to_maps`: maps ``(N, h, w, M)`` -> ``(pictures, lo, hi)``.
 
+    `layers`: the maps are that many layers' maps, alike in layout, one after
+    the other on the first axis (N = layers x samples), each pictured as it
+    would be alone; then a `fixed_range` holds one value per layer (shape
+    ``(layers,)``), and ``lo`` and ``hi`` are as `value_range` returns them.
     `finite`: True when the caller knows that the maps hold no NaN/Inf (then
     none are looked for), False when they may; None to check.
     """
     colour = layout.kind == "image" and layout.channels == 3
+    per_map = options.normalize == "map" and not colour
     lo, hi = value_range(
         maps,
-        per_map=options.normalize == "map" and not colour,
+        per_map=per_map,
         clip_percentile=options.clip_percentile,
         symmetric=options.symmetric,
         finite=finite,
+        layers=layers,
     )
     if options.normalize == "fixed" and fixed_range is not None:
-        fixed_lo, fixed_hi = (ops.cast(v, "float32") for v in fixed_range)
+        fixed_lo, fixed_hi = (ops.reshape(ops.cast(v, "float32"), [-1, 1, 1, 1]) for v in fixed_range)
         known = ops.logical_and(ops.isfinite(fixed_lo), ops.isfinite(fixed_hi))
         lo, hi = ops.where(known, fixed_lo, lo), ops.where(known, fixed_hi, hi)
-    unit = normalize(maps, lo, hi)
+    if per_map:
+        unit = normalize(maps, lo, hi)
+    else:  # one range a layer: each layer's maps side by side, against its range
+        n, h, w, m = maps.shape
+        by_layer = ops.reshape(maps, [layers, (n // layers) * h, w, m])
+        unit = ops.reshape(normalize(by_layer, lo, hi), [n, h, w, m])
     if colour:
         return quantize_rgb(unit, finite=finite is True), lo, hi
     indices = quantize(unit, finite=finite is True)

@@ -18,13 +18,12 @@ NaN/Inf count always covers every activation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
-
-from tbviz.numerics.pictures import when_finite
 
 HISTOGRAM_BINS = 30
 MAX_VALUES = 2**14
@@ -43,25 +42,34 @@ def sample_stride(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
     return stride
 
 
-def count_nonfinite(x: Any) -> Any:
-    """The number of NaN/Inf values in `x`, as float32.
+def finiteness(x: Any) -> Any:
+    """A float32 scalar that is finite exactly when `x` holds no NaN/Inf.
 
-    One reduction, without a copy, when there are none (a NaN or Inf makes
-    a float32 sum non-finite; other float types are checked value by value,
-    a float16 sum overflows too easily); only then are they counted.
+    One reduction without a copy for float32: its sum (a NaN or Inf makes it
+    non-finite; an overflowing sum too, which only costs the careful path).
+    Other float types are checked value by value (a float16 sum overflows too
+    easily); integers hold none.
     """
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if "float" not in dtype:
         return ops.zeros((), "float32")
     if dtype == "float32":
-        clean = ops.all(ops.isfinite(ops.sum(x)))
-    else:
-        clean = ops.all(ops.isfinite(x))
+        return ops.sum(x)
+    return ops.where(ops.all(ops.isfinite(x)), 0.0, np.nan)
+
+
+def nonfinite_count(x: Any) -> Any:
+    """How many NaN/Inf values `x` (a float tensor) holds, as float32: one pass over it."""
+    return ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "float32"))
+
+
+def count_nonfinite(x: Any) -> Any:
+    """The number of NaN/Inf values in `x`, as float32: `finiteness`, and only where it is
+    not finite, `nonfinite_count`."""
+    x = ops.convert_to_tensor(x)
     return ops.cond(
-        clean,
-        lambda: ops.zeros((), "float32"),
-        lambda: ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "float32")),
+        ops.isfinite(finiteness(x)), lambda: ops.zeros((), "float32"), lambda: nonfinite_count(x)
     )
 
 
@@ -71,61 +79,77 @@ def sample(x: Any, max_values: int = MAX_VALUES) -> Any:
     return ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
 
 
-def sample_statistics(
-    values: Any, *, bins: int = HISTOGRAM_BINS, finite: Any = None
-) -> dict[str, Any]:
-    """The statistics of float32 `values` ``(count,)`` (see `sample`), NaN/Inf left out.
+def sample_statistics(values: Any, *, bins: int = HISTOGRAM_BINS, counts: Any = None) -> dict[str, Any]:
+    """The statistics of float32 `values` ``(..., count)`` (see `sample`), NaN/Inf left out.
 
-    Returns float32 scalars ``mean``, ``std``, ``zero_fraction`` (the share of
-    values exactly 0: dead ReLUs) and ``histogram``: ``(bins, 3)`` rows of
-    ``[left edge, right edge, count]`` over the finite values, the layout
-    TensorBoard's histogram plugin stores (a value at or past an end is
-    counted in the end bin). `finite`: whether `values` may hold NaN/Inf (see
-    `tbviz.numerics.pictures.when_finite`); without any, no masks are needed.
+    Each row of `values` (its last axis) is one layer's sample: the samples of
+    several layers are done at once, in the same few ops as one, a shorter one
+    padded with NaN (`pad_samples`). Returns float32, one per row: ``mean``,
+    ``std``, ``zero_fraction`` (the share of the sample exactly 0: dead ReLUs)
+    and ``histogram``: ``(..., bins, 3)`` rows of ``[left edge, right edge,
+    count]`` over the finite values, the layout TensorBoard's histogram plugin
+    stores (a value at or past an end is counted in the end bin).
+
+    `counts`: each row's sample length before padding (``(...,)``); None: the
+    rows' length.
     """
-    def histogram(lo: Any, hi: Any, keep: Any = None) -> Any:
-        # A constant layer still gets a visible bin of width 1 around its value.
-        width = ops.where(hi > lo, hi - lo, 1.0)
-        left = ops.where(hi > lo, lo, lo - 0.5)
-        # Each value's bin, a value at or past an end in the end bin; values not kept go
-        # to an extra bin past the last, dropped.
-        bin_of = ops.clip(ops.floor((values - left) / width * bins), 0, bins - 1)
-        if keep is not None:
-            bin_of = ops.where(keep, bin_of, bins)
-        counts = _bin_counts(ops.cast(bin_of, "int32"), bins + 1)[:bins]
-        edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
-        return ops.stack([edges[:-1], edges[1:], counts], axis=1)
-
-    def lean() -> tuple[Any, Any, Any]:
-        mean = ops.mean(values)
-        variance = ops.mean(ops.square(values - mean))
-        return mean, variance, histogram(ops.min(values), ops.max(values))
-
-    def careful() -> tuple[Any, Any, Any]:
-        finite = ops.isfinite(values)
-        count = ops.sum(ops.cast(finite, "float32"))
-        divisor = ops.maximum(count, 1.0)
-        mean = ops.sum(ops.where(finite, values, 0.0)) / divisor
-        lo = ops.where(count > 0, ops.min(ops.where(finite, values, np.inf)), 0.0)
-        hi = ops.where(count > 0, ops.max(ops.where(finite, values, -np.inf)), 0.0)
-        variance = ops.sum(ops.where(finite, ops.square(values - mean), 0.0)) / divisor
-        return mean, variance, histogram(lo, hi, finite)
-
-    mean, variance, counted = when_finite(finite, values, lean, careful)
+    values = ops.convert_to_tensor(values)
+    batch = tuple(values.shape[:-1])
+    rows = ops.reshape(values, [-1, values.shape[-1]])  # (layers, count)
+    finite = ops.isfinite(rows)
+    count = ops.sum(ops.cast(finite, "float32"), axis=-1)
+    divisor = ops.maximum(count, 1.0)
+    mean = ops.sum(ops.where(finite, rows, 0.0), axis=-1) / divisor
+    lo = ops.where(count > 0, ops.min(ops.where(finite, rows, np.inf), axis=-1), 0.0)
+    hi = ops.where(count > 0, ops.max(ops.where(finite, rows, -np.inf), axis=-1), 0.0)
+    deviations = ops.where(finite, rows - mean[:, np.newaxis], 0.0)
+    variance = ops.sum(ops.square(deviations), axis=-1) / divisor
+    # A constant layer still gets a visible bin of width 1 around its value.
+    lo, hi = lo[:, np.newaxis], hi[:, np.newaxis]
+    width = ops.where(hi > lo, hi - lo, 1.0)
+    left = ops.where(hi > lo, lo, lo - 0.5)
+    # Each value's bin, a value at or past an end in the end bin; values left out go to an
+    # extra bin past the last, dropped.
+    bin_of = ops.where(finite, ops.clip(ops.floor((rows - left) / width * bins), 0, bins - 1), bins)
+    histogram_counts = _bin_counts(ops.cast(bin_of, "int32"), bins + 1)[:, :bins]
+    edges = left + width * ops.arange(bins + 1, dtype="float32") / bins
+    histogram = ops.stack([edges[:, :-1], edges[:, 1:], histogram_counts], axis=-1)
+    zeros = ops.sum(ops.cast(ops.equal(rows, 0.0), "float32"), axis=-1)
+    length = float(rows.shape[-1]) if counts is None else ops.reshape(counts, [-1])
     return {
-        "mean": mean,
-        "std": ops.sqrt(variance),
-        "zero_fraction": ops.mean(ops.cast(ops.equal(values, 0.0), "float32")),
-        "histogram": counted,
+        "mean": ops.reshape(mean, batch),
+        "std": ops.reshape(ops.sqrt(variance), batch),
+        "zero_fraction": ops.reshape(zeros / ops.maximum(length, 1.0), batch),
+        "histogram": ops.reshape(histogram, (*batch, bins, 3)),
     }
 
 
-def _bin_counts(bin_of: Any, length: int) -> Any:
-    """How many of `bin_of` (int32, each in ``[0, length)``) are in each bin, float32 ``(length,)``.
+def pad_samples(samples: Sequence[Any]) -> tuple[Any, np.ndarray]:
+    """Samples of several layers as the rows of one ``(layers, longest)`` tensor, the shorter
+    ones padded with NaN (which every statistic leaves out), and their lengths, float32."""
+    longest = max(s.shape[0] for s in samples)
+    padded = [
+        s if s.shape[0] == longest else ops.pad(s, [[0, longest - s.shape[0]]], constant_values=np.nan)
+        for s in samples
+    ]
+    return ops.stack(padded), np.array([s.shape[0] for s in samples], np.float32)
 
-    A segment sum: one pass, no temporary beyond the counts, and a static
-    length, which every backend's compiler needs (Keras' ``bincount`` has
-    none under ``jax.jit``). A comparison with every bin number would be one
-    op too, but holds a ``(length, values)`` temporary: 2 MB a layer.
+
+def _bin_counts(bin_of: Any, length: int) -> Any:
+    """How many of each row of `bin_of` (int32 ``(rows, values)``, each in ``[0, length)``)
+    are in each bin, float32 ``(rows, length)``.
+
+    One segment sum over every row at once (row ``r``'s bins are segments ``r * length``
+    on): one pass, no temporary beyond the counts, and a static length, which every
+    backend's compiler needs (Keras' ``bincount`` has none under ``jax.jit``). A
+    comparison with every bin number would be one op too, but holds a ``(length,
+    values)`` temporary: 2 MB a layer.
     """
-    return ops.segment_sum(ops.ones_like(bin_of, dtype="float32"), bin_of, num_segments=length)
+    rows = bin_of.shape[0]
+    offsets = ops.arange(rows, dtype="int32")[:, np.newaxis] * length
+    counts = ops.segment_sum(
+        ops.ones((rows * bin_of.shape[1],), "float32"),
+        ops.reshape(bin_of + offsets, [-1]),
+        num_segments=rows * length,
+    )
+    return ops.reshape(counts, [rows, length])

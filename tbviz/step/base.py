@@ -2,9 +2,10 @@
 
 `Step._forward` is the whole step, written once in ``keras.ops`` terms: the
 selected layers' ``call`` is wrapped (`tbviz.model.capture.recording`), each
-layer's output is summarised the moment the layer returns it
-(`tbviz.numerics.summary`), an input of the model is summarised from the
-probe itself, and the layers' call counts are checked against the model's
+layer's output is reduced the moment the layer returns it, and the layers
+alike in their summary are finished together as soon as the last of them is
+reduced (`tbviz.numerics.summary`); an input of the model is summarised from
+the probe itself, and the layers' call counts are checked against the model's
 graph. Each backend's module (`tbviz.step.tensorflow`, ``jax``, ``torch``)
 only says how that forward pass is compiled and run.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from tbviz.model import capture
 from tbviz.model.walk import LayerEntry
-from tbviz.numerics.summary import LayerSummary, Reduced
+from tbviz.numerics.summary import LayerSummary, Reduced, finish_group
 
 # What the step returns for one layer, on the host: pictures (N, H, W) uint8 (or
 # (N, H, W, 3) RGB), numbers float32 (`tbviz.numerics.summary.LayerNumbers`), coarse maps.
@@ -44,6 +45,10 @@ class Step:
         summaries: how each selected layer is summarised.
         expected_calls: how many times each tapped layer runs in one forward
             pass, by ``id(layer)``, as the model's graph says.
+
+    Attributes:
+        groups: the layers finished together (`tbviz.numerics.summary.finish_group`),
+            as indices into `selected`, in the order their first layer was selected.
     """
 
     def __init__(
@@ -59,9 +64,34 @@ class Step:
         self.selected = list(selected)
         self.summaries = list(summaries)
         self.expected_calls = expected_calls
+        self.samples = int(keras.tree.flatten(probe)[0].shape[0])
+        groups: dict[tuple, list[int]] = {}
+        for i, summary in enumerate(self.summaries):
+            groups.setdefault(summary.group_key, []).append(i)
+        self.groups = list(groups.values())
+        self._careful = False  # the last step met NaN/Inf: the careful step runs first
 
     def __call__(self, fixed_ranges: np.ndarray) -> list[LayerResult]:
-        """Runs the step; `fixed_ranges` is ``(layers, 2)`` float32 (NaN where not fixed yet)."""
+        """Runs the step; `fixed_ranges` is ``(layers, 2)`` float32 (NaN where not fixed yet).
+
+        The lean step takes every output to be free of NaN/Inf and only checks
+        it; where one is not, the careful step runs (and runs first at the next
+        logged epoch, until an epoch is clean again). Each is compiled the first
+        time it runs: most models never need the careful one.
+        """
+        groups = self._run(fixed_ranges, finite=not self._careful)
+        unclean = any(np.any(numbers[:, 2] != 0) for _, numbers, _ in groups)
+        if unclean and not self._careful:  # the lean step's pictures of it are wrong
+            groups = self._run(fixed_ranges, finite=False)
+        self._careful = unclean
+        return self.split(groups)
+
+    def _reduce(self, i: int, output: Any, finite: bool) -> Reduced:
+        """Layer i's `tbviz.numerics.summary.reduce_layer` (a backend may compile it apart)."""
+        return self.summaries[i].reduce(output, finite=finite)
+
+    def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
+        """Runs `_forward` the backend's way: each group's results, as NumPy arrays."""
         raise NotImplementedError
 
     def _forward(
@@ -69,30 +99,40 @@ class Step:
         call_model: Callable[[], Any],
         probe: Any,
         fixed_ranges: Any,
-        reduce: Callable[[int, Any], Reduced] | None = None,
-        finish: Callable[[int, Reduced, Any], tuple] | None = None,
-        after: Callable[[Any, Reduced, tuple], Any] | None = None,
+        after: Callable[[Any, Reduced, tuple | None], Any] | None = None,
+        *,
+        finite: bool = True,
     ) -> list[tuple]:
-        """One forward pass (`call_model`, on `probe`) with each selected layer summarised as it returns.
+        """One forward pass (`call_model`, on `probe`) with each selected layer summarised as
+        it returns; returns each group's summary (`finish_group`), in the order of `groups`.
+        `finite`: the lean step (True) or the careful one (see `__call__`).
 
-        Layer i's summary is ``finish(i, reduce(i, output), fixed_range)`` (by
-        default its `LayerSummary`'s); ``after(output, reduced, summary)``
-        returns what the model goes on with (by default the output itself).
-        Raises if a selected layer did not run, or a tapped layer ran a
-        different number of times than the model's graph says.
+        ``after(output, reduced, finished)`` returns what the model goes on with (by
+        default the output itself); `finished` is the summary of the layer's group when
+        this layer was its last, else None. Raises if a selected layer did not run, or a
+        tapped layer ran a different number of times than the model's graph says.
         """
-        reduce = reduce or (lambda i, output: self.summaries[i].reduce(output))
-        finish = finish or (lambda i, *arguments: self.summaries[i].finish(*arguments))
         selected, expected_calls = self.selected, self.expected_calls
-        results: dict[int, tuple] = {}
-        ranges = keras.ops.unstack(fixed_ranges, num=len(selected), axis=0)
+        group_of = {i: g for g, members in enumerate(self.groups) for i in members}
+        waiting = [len(members) for members in self.groups]  # layers not reduced yet
+        reduced: dict[int, Reduced] = {}  # reduced, their group not finished yet
+        finished: dict[int, tuple] = {}
+        seen: set[int] = set()
         flat_probe = keras.tree.flatten(probe)
         index = {e.key: i for i, e in enumerate(selected)}
 
-        def summarize(i: int, output: Any) -> Reduced:
-            reduced = reduce(i, output)
-            results[i] = finish(i, reduced, ranges[i])
-            return reduced
+        def summarize(i: int, output: Any) -> tuple[Reduced, tuple | None]:
+            reduced[i] = ours = self._reduce(i, output, finite)
+            seen.add(i)
+            g = group_of[i]
+            waiting[g] -= 1
+            if waiting[g]:
+                return ours, None
+            members = self.groups[g]
+            ranges = keras.ops.take(fixed_ranges, np.array(members, np.int32), axis=0)
+            parts = [reduced.pop(j) for j in members]  # freed once finished (eager backends)
+            finished[g] = finish_group(parts, ranges, self.summaries[members[0]], finite=finite)
+            return ours, finished[g]
 
         for i, entry in enumerate(selected):  # an input's picture: the probe as the model sees it
             if entry.input_index is not None:
@@ -102,8 +142,8 @@ class Step:
             i = index.get((id(layer), call))
             if i is None:  # a call of a shared layer that is not selected
                 return output
-            reduced = summarize(i, output)
-            return output if after is None else after(output, reduced, results[i])
+            ours, group = summarize(i, output)
+            return output if after is None else after(output, ours, group)
 
         tapped = [e.layer for e in selected if e.input_index is None]
         with capture.recording(tapped, tap=tap) as recorded:
@@ -115,13 +155,23 @@ class Step:
             if id(layer) in expected_calls
             and recorded.calls.get(id(layer), 0) != expected_calls[id(layer)]
         ]
-        missing = [e.path for i, e in enumerate(selected) if i not in results]
+        missing = [e.path for i, e in enumerate(selected) if i not in seen]
         if missing or miscounted:
             raise RuntimeError(
                 f"layers {', '.join(missing + miscounted)} of model '{self.model.name}': the "
                 "probe batch did not run them as the model's graph says"
             )
-        return [results[i] for i in range(len(selected))]
+        return [finished[g] for g in range(len(self.groups))]
+
+    def split(self, groups: Sequence[Sequence[np.ndarray]]) -> list[LayerResult]:
+        """Each layer's result, on the host, from its group's (`_forward`'s, as NumPy arrays)."""
+        results: list[Any] = [None] * len(self.selected)
+        n = self.samples
+        for members, (pictures, numbers, coarse) in zip(self.groups, groups, strict=True):
+            for k, i in enumerate(members):
+                rows = slice(k * n, (k + 1) * n)
+                results[i] = (pictures[rows], numbers[k], coarse[rows])
+        return results
 
 
 def call_arguments(model: keras.Model) -> dict[str, Any]:

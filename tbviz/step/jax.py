@@ -17,7 +17,7 @@ import jax
 import keras
 import numpy as np
 
-from tbviz.step.base import LayerResult, Step, StepUnavailable, call_arguments
+from tbviz.step.base import Step, StepUnavailable, call_arguments
 
 
 def build_step(*arguments: Any, eager: bool) -> Step:
@@ -48,7 +48,7 @@ class JaxStep(Step):
 
     Attributes:
         function: the jitted step, ``function(trainable, non_trainable, probe,
-            fixed_ranges)`` -> arrays on the device; not jitted for a model
+            fixed_ranges, finite=...)`` -> arrays on the device; not jitted for a model
             compiled with ``run_eagerly=True``, as Keras' own step is not.
     """
 
@@ -59,14 +59,16 @@ class JaxStep(Step):
         self.probe = jax.device_put(self.probe, self._device)
         kwargs = call_arguments(self.model)
 
-        def step(trainable: list, non_trainable: list, probe: Any, fixed_ranges: Any) -> list:
+        def step(
+            trainable: list, non_trainable: list, probe: Any, fixed_ranges: Any, finite: bool
+        ) -> list:
             def call_model() -> Any:
                 return self.model.stateless_call(trainable, non_trainable, probe, **kwargs)
 
             with _no_distribution():
-                return self._forward(call_model, probe, fixed_ranges)
+                return self._forward(call_model, probe, fixed_ranges, finite=finite)
 
-        self.function = step if eager else jax.jit(step)
+        self.function: Any = step if eager else jax.jit(step, static_argnames="finite")
 
     def arguments(self, fixed_ranges: np.ndarray) -> tuple:
         """What `function` is called with: the weights' current values, the probe, the ranges."""
@@ -77,10 +79,10 @@ class JaxStep(Step):
             jax.device_put(fixed_ranges, self._device),
         )
 
-    def __call__(self, fixed_ranges: np.ndarray) -> list[LayerResult]:
+    def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
         with _no_distribution():
-            results = self.function(*self.arguments(fixed_ranges))
-        return [tuple(result) for result in jax.device_get(results)]
+            results = self.function(*self.arguments(fixed_ranges), finite=finite)
+        return jax.device_get(results)
 
 
 def _local_values(model: keras.Model, variables: Sequence[Any], device: Any) -> list:

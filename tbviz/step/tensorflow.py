@@ -1,17 +1,16 @@
 """The logging step on Keras' TensorFlow backend: a ``tf.function`` traced once.
 
 The model goes on with a layer's output only once the part of its summary
-that reads it is done (a control dependency); the rest runs beside the
-forward pass. When output shapes repeat, each part is a call of a
-non-inlined function traced once per kind of layer (`_function`). A model
-compiled with ``run_eagerly=True`` is run eagerly, as Keras runs it.
+that reads it is done (a control dependency); the rest, done for groups of
+layers at once, runs beside the forward pass. A model compiled with
+``run_eagerly=True`` is run eagerly, as Keras runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from tbviz.model.walk import sublayers
 from tbviz.numerics.summary import Reduced
-from tbviz.step.base import LayerResult, Step
+from tbviz.step.base import Step
 
 
 def build_step(*arguments: Any, eager: bool) -> Step:
@@ -46,102 +45,59 @@ class TensorFlowStep(Step):
     """A ``tf.function`` traced once (``reduce_retracing``), or eager for ``run_eagerly`` models.
 
     Attributes:
-        function: the traced step, ``function(probe, fixed_ranges)`` -> tensors;
-            a plain Python function when eager.
+        function: the traced step, ``function(probe, fixed_ranges, finite)`` ->
+            tensors, traced once for each value of `finite` it is called with; a plain
+            Python function when eager.
     """
 
     def __init__(self, *arguments: Any, eager: bool) -> None:
         super().__init__(*arguments)
-        # In the traced step, when layers share an output shape, layout and options, each
-        # layer's two parts are calls of two functions traced once per (summary, dtype),
-        # see `_function`. When none do (a few layers, say the default's on a small CNN),
-        # they are inline: the functions' runtime would only add memory (about 2 MB).
-        inline = eager or len(set(self.summaries)) == len(self.selected)
-        functions: dict[tuple, Any] = {}
+        # When no two layers are finished together (a few layers, say the default's on a
+        # small CNN), the model waits for each layer's whole summary: there is little to
+        # overlap, and its temporaries would add to the forward pass's peak memory.
+        inline = len(self.groups) == len(self.selected)
+        self._functions: dict[tuple, Any] = {}  # reduce, by kind of layer (see `_reduce`)
 
-        def reduce(i: int, output: Any) -> Reduced:
-            summary = self.summaries[i]
-            if inline:
-                return summary.reduce(output)
-            key = ("reduce", summary, output.dtype)
-            if key not in functions:
-                functions[key] = _function(summary.reduce, output)
-            return Reduced(*functions[key](output))
-
-        def finish(i: int, reduced: Reduced, fixed_range: Any) -> tuple:
-            summary = self.summaries[i]
-            if inline:
-                return summary.finish(reduced, fixed_range)
-            # One function for all layers whose maps are alike: the statistics' sample
-            # may have any length (it differs from layer to layer).
-            key = ("finish", summary.finish_kind, tuple(reduced.maps.shape))
-            if key not in functions:
-
-                def finish_summary(*tensors: Any) -> tuple:  # the Reduced fields, the range
-                    return summary.finish(Reduced(*tensors[:-1]), tensors[-1])
-
-                functions[key] = _function(
-                    finish_summary,
-                    reduced.maps,
-                    tf.TensorSpec([None], reduced.sample.dtype),
-                    reduced.nonfinite,
-                    reduced.constant,
-                    fixed_range,
-                )
-            return functions[key](*reduced, fixed_range)
-
-        def after(output: Any, reduced: Reduced, summary: tuple) -> Any:
+        def after(output: Any, reduced: Reduced, finished: tuple | None) -> Any:
             # The model goes on with a layer's output only once the part of its summary
             # that reads it is done, so a layer's full activation is freed as soon as the
             # model is done with it, as in a bare forward pass, instead of every selected
-            # activation waiting for the end. With many layers, what is left to do from
-            # there (`finish`, on small tensors) runs beside the rest of the forward pass;
-            # with a few, inline, the model waits for it too: there is little to overlap,
-            # and its temporaries would add to the forward pass's peak memory.
+            # activation waiting for the end. What is left to do from there (finishing
+            # groups of layers, on small tensors) runs beside the rest of the forward pass.
             if tf.executing_eagerly():
                 return output
-            with tf.control_dependencies(tf.nest.flatten(summary if inline else reduced)):
+            waits = tf.nest.flatten(finished if inline and finished is not None else reduced)
+            with tf.control_dependencies(waits):
                 return tf.nest.map_structure(tf.identity, output)
 
-        def step(probe: Any, fixed_ranges: Any) -> list[tuple]:
+        def step(probe: Any, fixed_ranges: Any, finite: bool) -> list[tuple]:
             return self._forward(
-                lambda: self.model(probe, training=False),
-                probe,
-                fixed_ranges,
-                reduce,
-                finish,
-                after,
+                lambda: self.model(probe, training=False), probe, fixed_ranges, after, finite=finite
             )
 
         self.function = step if eager else tf.function(step, reduce_retracing=True, autograph=False)
 
-    def __call__(self, fixed_ranges: np.ndarray) -> list[LayerResult]:
-        results = self.function(self.probe, fixed_ranges)
-        return [tuple(t.numpy() for t in result) for result in results]
+    def _reduce(self, i: int, output: Any, finite: bool) -> Reduced:
+        # Each layer's reduce is a call of a function traced once per kind of layer and
+        # kept out of line (TensorFlow's `_noinline`): tracing each of MobileNetV2's 153
+        # layers' ops took 3x as long, and the graph optimiser's first run 1.6x as long
+        # (5.8 against 3.6 s on a loaded machine), for no faster step.
+        if tf.executing_eagerly():
+            return super()._reduce(i, output, finite)
+        summary = self.summaries[i]
+        key = (summary.reduce_key, tuple(output.shape), output.dtype, finite)
+        if key not in self._functions:
+            self._functions[key] = tf.function(
+                lambda x: tuple(summary.reduce(x, finite=finite)),
+                input_signature=[tf.TensorSpec(output.shape, output.dtype)],
+                autograph=False,
+                experimental_attributes={"_noinline": True},
+            )
+        return Reduced(*self._functions[key](output))
 
-
-def _function(body: Callable, *examples: Any) -> Any:
-    """`body` as a ``tf.function`` traced once, for tensors shaped as `examples` (tensors
-    or ``tf.TensorSpec``).
-
-    Inside the traced step each layer's summary is then two call ops, not
-    hundreds of ops: with every layer of a ResNet-50 selected (174 layers,
-    11 distinct output shapes), tracing the step and TensorFlow's graph
-    optimiser had 74,000 ops to go through (about 15 s and 16 s on 2 cores);
-    with the calls, they see the forward pass and two small functions per
-    shape. ``_noinline`` keeps the optimiser from pasting the body back in at
-    every call.
-    """
-    import tensorflow as tf
-
-    return tf.function(
-        body,
-        input_signature=[
-            x if isinstance(x, tf.TensorSpec) else tf.TensorSpec(x.shape, x.dtype) for x in examples
-        ],
-        autograph=False,
-        experimental_attributes={"_noinline": True},
-    )
+    def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
+        results = self.function(self.probe, fixed_ranges, finite)
+        return [[t.numpy() for t in group] for group in results]
 
 
 def explain_failure(model: keras.Model, error: BaseException) -> str | None:

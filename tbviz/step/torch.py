@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed
 
-from tbviz.step.base import LayerResult, Step
+from tbviz.step.base import Step
 
 
 def build_step(*arguments: Any, eager: bool) -> Step:
@@ -45,11 +45,11 @@ def explain_failure(model: keras.Model, error: BaseException) -> str | None:
 class TorchStep(Step):
     """The model called eagerly under ``torch.no_grad()`` on its device (Keras' own)."""
 
-    def __call__(self, fixed_ranges: np.ndarray) -> list[LayerResult]:
+    def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
         with torch.no_grad():
             ranges = keras.ops.convert_to_tensor(fixed_ranges)
             results = self._forward(
-                lambda: self.model(self.probe, training=False), self.probe, ranges
+                lambda: self.model(self.probe, training=False), self.probe, ranges, finite=finite
             )
             # Not keras.ops.convert_to_numpy: with NumPy 2 it warns (np.array on a tensor).
-            return [tuple(t.detach().cpu().numpy() for t in result) for result in results]
+            return [[t.detach().cpu().numpy() for t in group] for group in results]
