@@ -82,21 +82,12 @@ def constant_channels(x: Any, layout: Layout) -> Any:
     """How many channels of `x` hold a single value over every sample and position, float32.
 
     Two reductions over the full output (its per-channel max and min). A
-    channel holding a NaN is not counted (its max is NaN). Each reduces the
-    axis next to the channels' first (TensorFlow's CPU reduces a middle or
-    inner axis several times faster than all axes but the last: 6 against 17
-    ms for both on ``(8, 112, 112, 96)``), then the rest.
+    channel holding a NaN is not counted (its max is NaN).
     """
     x = ops.convert_to_tensor(x)
-    shape = tuple(x.shape)
-    if channel_axis(layout) % len(shape) == len(shape) - 1:  # (rest, next, channels)
-        x = ops.reshape(x, [-1, shape[-2] if len(shape) > 2 else 1, shape[-1]])
-        near, far = 1, 0
-    else:  # channels first: (samples, channels, rest)
-        x = ops.reshape(x, [shape[0], shape[1], -1])
-        near, far = 2, 0
-    high = ops.max(ops.max(x, axis=near), axis=far)
-    low = ops.min(ops.min(x, axis=near), axis=far)
+    axis = channel_axis(layout) % len(x.shape)
+    others = [a for a in range(len(x.shape)) if a != axis]
+    high, low = ops.max(x, axis=others), ops.min(x, axis=others)
     return ops.sum(ops.cast(ops.equal(high, low), "float32"))
 
 

@@ -142,10 +142,16 @@ class LayerSummary:
     health: bool = False
     bounds: tuple[float, float, float] | None = None
 
-    def reduce(self, output: Any, *, finite: bool = True) -> Reduced:
+    def reduce(self, output: Any, *, finite: bool = True, presample: bool = False) -> Reduced:
         """The part that reads the full output; the model waits for it (see `reduce_layer`)."""
         return reduce_layer(
-            output, self.layout, self.options, self.wants_stats, self.health, finite=finite
+            output,
+            self.layout,
+            self.options,
+            self.wants_stats,
+            self.health,
+            finite=finite,
+            presample=presample,
         )
 
     @property
@@ -176,6 +182,7 @@ def reduce_layer(
     health: bool = False,
     *,
     finite: bool = True,
+    presample: bool = False,
 ) -> Reduced:
     """The part of a layer's summary that reads its full output (see the module doc).
 
@@ -183,6 +190,9 @@ def reduce_layer(
     and only checks that (``nonfinite`` is then a value finite exactly where it
     holds none, `tbviz.numerics.stats.finiteness`); False in the careful step,
     which counts them (``nonfinite``) and keeps them out of everything else.
+    `presample`: with health, look for constant channels in the sample first (see
+    `_constant_channels`), where reductions over all but the channel axis cost
+    much more than a sum (TensorFlow's CPU; XLA reads the output once for all).
     """
     output = ops.convert_to_tensor(output)
     maps = to_maps(
@@ -198,14 +208,16 @@ def reduce_layer(
     nonfinite = finiteness(output) if finite else nonfinite_count(output)
     values = sample(output) if wants_stats or health else ops.zeros((0,), "float32")
     constant = ops.zeros((), "float32")
-    if health:
-        constant = _constant_channels(output, layout, values, finite)
+    if health and presample and finite:
+        constant = _constant_channels(output, layout, values)
+    elif health:
+        constant = constant_channels(output, layout)
     if not wants_stats:
         values = ops.zeros((0,), "float32")
     return Reduced(maps, values, nonfinite, constant)
 
 
-def _constant_channels(output: Any, layout: Layout, values: Any, finite: bool) -> Any:
+def _constant_channels(output: Any, layout: Layout, values: Any) -> Any:
     """`tbviz.numerics.health.constant_channels` of `output`, reading the whole output only
     when its sample (`values`) leaves a channel that may be constant.
 
@@ -215,14 +227,14 @@ def _constant_channels(output: Any, layout: Layout, values: Any, finite: bool) -
     reductions over the whole output (most of health's cost, as much as two
     forward passes of a light layer on TensorFlow's CPU) run only for a layer
     that may have a dead channel. Where the sample is the whole output, it is
-    the answer. The careful step (NaN/Inf about) reads the whole output.
+    the answer.
     """
     shape = tuple(output.shape)
     channels = shape[channel_axis(layout) % len(shape)]
     stride = sample_stride(shape)
     index = np.unravel_index(np.arange(0, math.prod(shape), stride), shape)
     of = index[channel_axis(layout) % len(shape)].astype(np.int32)  # each sampled value's channel
-    if not finite or len(np.unique(of)) < channels:
+    if len(np.unique(of)) < channels:
         return constant_channels(output, layout)
     high = ops.segment_max(values, of, num_segments=channels)
     low = ops.segment_min(values, of, num_segments=channels)
