@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -92,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
             "2,000 to validate), 'keras' (keras.datasets.mnist, downloads it unless "
             "cached), 'auto' (Keras' copy if cached, else the shipped one; never uses "
             "the network) (default: %(default)s)"
+        ),
+    )
+    demo.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=0.001,
+        help=(
+            "Adam's learning rate (default: %(default)s); 0.05 trains a network that does not "
+            "learn, and 'tbviz report' says why"
         ),
     )
     demo.set_defaults(handler=_demo)
@@ -200,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as error:
         print(f"tbviz {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:  # `tbviz report LOGDIR | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 class _UsageError(Exception):
@@ -243,7 +265,7 @@ def _demo(args: argparse.Namespace) -> int:
     sys.stdout.flush()
 
     try:
-        train(logdir, epochs=args.epochs, source=args.source)
+        train(logdir, epochs=args.epochs, source=args.source, learning_rate=args.learning_rate)
     except KeyboardInterrupt:
         print(f"\ntbviz demo: interrupted; the epochs logged so far are in {logdir}")
         _print_view_commands(logdir)
@@ -267,7 +289,9 @@ def _print_view_commands(logdir: str) -> None:
         "or, printing the URL:\n"
         f"    tbviz board {quoted}\n"
         "Export them as PNGs, GIFs and contact sheets:\n"
-        f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}",
+        f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}\n"
+        "Which layers died, saturated, exploded or went NaN, and since which epoch:\n"
+        f"    tbviz report {quoted}",
         flush=True,
     )
 
@@ -402,7 +426,7 @@ def _report(args: argparse.Namespace) -> int:
         raise _UsageError(str(error)) from None
     for problem in problems:
         _warn(f"damaged event file: {problem}")
-    print(report.as_json(reports) if args.json else report.as_text(reports), end="" if not args.json else "\n")
+    print(report.as_json(reports) if args.json else report.as_text(reports), end="")
     return 0
 
 
