@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from _cli_support import run_tbviz
 from _health_models import FAULTS, HEALTHY, article, mnist
-from conftest import BACKEND, decode_png, read_activations
+from conftest import decode_png, read_activations
 from keras.ops import convert_to_numpy as to_np
 
 from tbviz import ActivationLogger, LayerHealthWarning
@@ -236,7 +236,7 @@ def faults(tmp_path_factory):
     directory of one log directory; the tbviz warnings each raised."""
     root = tmp_path_factory.mktemp("health")
     keras.utils.set_random_seed(0)
-    (x, y), (x_test, _) = mnist(512)
+    (x, y), (x_test, _) = mnist(256)
     raised = {}
     for kind in [None, *FAULTS]:
         keras.utils.set_random_seed(0)
@@ -328,9 +328,9 @@ def test_report_prints_the_findings_as_json_and_as_a_table(faults):
 @pytest.mark.slow
 def test_healthy_models_of_every_kind_raise_no_warning(tmp_path):
     """A residual network with batch norm, a frozen backbone under a new head, a transformer
-    encoder and an LSTM, trained a few epochs on MNIST: no warning-level finding."""
+    encoder and an LSTM, trained two epochs on MNIST: no warning-level finding."""
     keras.utils.set_random_seed(0)
-    (x, y), (x_test, _) = mnist(256 if BACKEND != "tensorflow" else 512)
+    (x, y), (x_test, _) = mnist(256)
     for name, make in HEALTHY.items():
         if name == "article CNN":
             continue  # trained by the faults fixture
@@ -339,7 +339,7 @@ def test_healthy_models_of_every_kind_raise_no_warning(tmp_path):
         log_dir = tmp_path / name.replace(" ", "_")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model.fit(x_fit, y_fit, epochs=EPOCHS, batch_size=64, verbose=0,
+            model.fit(x_fit, y_fit, epochs=2, batch_size=64, verbose=0,
                       callbacks=[*callbacks, ActivationLogger(probes[:4], log_dir=log_dir, layers="all")])  # fmt: skip
         result = read_activations(log_dir)
         assert result.health, name
