@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=export.FILES_WRITTEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    exporting.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    _add_logdir_and_run(exporting, "export")
     exporting.add_argument("--out", required=True, metavar="DIR", help="output directory")
     exporting.add_argument(
         "--layer",
@@ -154,12 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="export only layers whose path matches this glob (e.g. 'conv*'); repeatable "
         "(default: all layers)",
-    )
-    exporting.add_argument(
-        "--run",
-        metavar="RUN",
-        help=f"export only this run (default: every run named '{tags.RUN_NAME}', or every "
-        "run with tbviz images if none is)",
     )
     exporting.add_argument(
         "--scale",
@@ -179,24 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     reporting = commands.add_parser(
         "report",
-        help="print which layers died, saturated, exploded or went NaN, and since which step",
+        help="print which layers died, saturated, exploded or went NaN, and since which epoch",
         description=textwrap.fill(
             "Reads the event files under LOGDIR (no training, no model, no TensorFlow) and "
             "prints, per run, the layer-health findings ActivationLogger wrote while training: "
-            "each layer that is dead, saturated, exploding, vanishing or has NaN/Inf, since "
-            "which epoch (numbered from 0 as Keras' callbacks and TensorBoard's step number "
-            "them), with the figure "
-            "that says so. Exit status 0 whether or not there are findings.",
+            "each layer that is dead, saturated, exploding, vanishing, stalled or has NaN/Inf, "
+            "since which epoch (as Keras' progress bar numbers them: epoch 1 is TensorBoard's "
+            "step 0), with the figure that says so. Exit status 0 whether or not there are "
+            "findings.",
             width=79,
         ),
     )
-    reporting.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
-    reporting.add_argument(
-        "--run",
-        metavar="RUN",
-        help=f"report only this run (default: every run named '{tags.RUN_NAME}', or every "
-        "run with tbviz images if none is)",
-    )
+    _add_logdir_and_run(reporting, "report")
     reporting.add_argument(
         "--json",
         action="store_true",
@@ -205,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reporting.set_defaults(handler=_report)
     return parser
+
+
+def _add_logdir_and_run(command: argparse.ArgumentParser, verb: str) -> None:
+    """The LOGDIR argument and the --run option of a command that reads logs."""
+    command.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    command.add_argument(
+        "--run",
+        metavar="RUN",
+        help=f"{verb} only this run (default: every run named '{tags.RUN_NAME}', or every "
+        "run with tbviz images if none is)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
