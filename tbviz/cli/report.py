@@ -74,7 +74,7 @@ def as_text(reports: list[RunReport], width: int = 100) -> str:
         for j in r.findings:
             f = j.finding
             until = "now" if j.ongoing else str(tags.epoch_number(j.until))
-            rows.append((f.severity, f.layer, f.kind, str(tags.epoch_number(f.since)), until, f.detail))
+            rows.append((f.severity, f.layer, f.kind, str(tags.epoch_number(f.since)), until, f.explained()))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         indent = 2 + sum(w + 2 for w in widths)
         for row in rows:

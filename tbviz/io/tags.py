@@ -269,7 +269,12 @@ class Finding:
 
     def sentence(self) -> str:
         """``'conv2' is dead since epoch 3: 16 of 16 channels ...``, epochs as Keras prints them."""
-        text = f"'{self.layer}' {_STATE.get(self.kind, self.kind)} since epoch {epoch_number(self.since)}: {self.detail}"
+        state = _STATE.get(self.kind, self.kind)
+        return f"'{self.layer}' {state} since epoch {epoch_number(self.since)}: {self.explained()}"
+
+    def explained(self) -> str:
+        """Its detail, with why it is info if it is: frozen, or which layer it follows."""
+        text = self.detail
         if self.frozen:
             text += " (a frozen layer: trainable=False)"
         if self.origin is not None:
