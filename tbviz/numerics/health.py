@@ -342,9 +342,10 @@ class HealthMonitor:
                         f"its RMS is {health.rms:.3g}, {ratio:.2g} of its first logged epoch's ({first:.3g})",
                     )
         stuck = facts.trainable and facts.has_weights and health.change <= STALLED_CHANGE
-        # (a NaN change compares False; a dead or saturated layer passes no gradient to its
-        # own weights: that is the finding)
-        if stuck and tags.DEAD not in held and tags.SATURATED not in held:
+        # (a NaN change compares False.) A dead or saturated layer passes no gradient to its
+        # own weights, an exploding one's weights are too large for an update to show (its
+        # change after a 1,000-fold jump: 1.1e-6): that is the finding, not `stalled`.
+        if stuck and not held.keys() & {tags.DEAD, tags.SATURATED, tags.EXPLODING}:
             held[tags.STALLED] = (
                 health.change,
                 f"its activations on {probe} did not change since the previous logged epoch "
