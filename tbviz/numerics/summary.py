@@ -219,33 +219,40 @@ def reduce_layer(
 
 def _constant_channels(output: Any, layout: Layout, values: Any) -> Any:
     """`tbviz.numerics.health.constant_channels` of `output`, reading the whole output only
-    when its sample (`values`) leaves a channel that may be constant.
+    when its sample (`values`) leaves a channel that may be constant (TensorFlow's way).
 
     A channel constant over the whole output is constant in the sample, which
     has values of every channel (`tbviz.numerics.stats.sample_stride`), so a
-    sample with no constant channel proves that the output has none: the two
-    reductions over the whole output (most of health's cost, as much as two
-    forward passes of a light layer on TensorFlow's CPU) run only for a layer
-    that may have a dead channel. Where the sample is the whole output, it is
-    the answer.
+    sample with no constant channel proves that the output has none; where the
+    sample is the whole output, it is the answer. Otherwise each of the two
+    reductions over the whole output first reduces the axis next to the
+    channels' (TensorFlow's CPU kernels reduce a middle or inner axis several
+    times faster than all axes but the last: 6 against 17 ms for both on ``(8,
+    112, 112, 96)``), then the rest.
     """
     shape = tuple(output.shape)
-    channels = shape[channel_axis(layout) % len(shape)]
+    axis = channel_axis(layout) % len(shape)
     stride = sample_stride(shape)
-    index = np.unravel_index(np.arange(0, math.prod(shape), stride), shape)
-    of = index[channel_axis(layout) % len(shape)].astype(np.int32)  # each sampled value's channel
-    if len(np.unique(of)) < channels:
+    of = np.unravel_index(np.arange(0, math.prod(shape), stride), shape)[axis].astype(np.int32)
+    if len(np.unique(of)) < shape[axis]:  # a channel with no sampled value
         return constant_channels(output, layout)
-    high = ops.segment_max(values, of, num_segments=channels)
-    low = ops.segment_min(values, of, num_segments=channels)
-    alike = ops.equal(high, low)
+    alike = ops.equal(
+        ops.segment_max(values, of, num_segments=shape[axis]),
+        ops.segment_min(values, of, num_segments=shape[axis]),
+    )
     if stride == 1:  # the sample is the output
         return ops.sum(ops.cast(alike, "float32"))
-    return ops.cond(
-        ops.any(alike),
-        lambda: constant_channels(output, layout),
-        lambda: ops.zeros((), "float32"),
-    )
+
+    def whole() -> Any:
+        if axis == len(shape) - 1:  # (rest, next, channels)
+            x, near = ops.reshape(output, [-1, shape[-2] if len(shape) > 2 else 1, shape[-1]]), 1
+        else:  # channels first: (samples, channels, rest)
+            x, near = ops.reshape(output, [shape[0], shape[1], -1]), 2
+        high = ops.max(ops.max(x, axis=near), axis=0)
+        low = ops.min(ops.min(x, axis=near), axis=0)
+        return ops.sum(ops.cast(ops.equal(high, low), "float32"))
+
+    return ops.cond(ops.any(alike), whole, lambda: ops.zeros((), "float32"))
 
 
 def finish_group(
