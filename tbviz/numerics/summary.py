@@ -142,7 +142,7 @@ class LayerSummary:
     health: bool = False
     bounds: tuple[float, float, float] | None = None
 
-    def reduce(self, output: Any, *, finite: bool = True, presample: bool = False) -> Reduced:
+    def reduce(self, output: Any, *, finite: bool = True, fused: bool = False) -> Reduced:
         """The part that reads the full output; the model waits for it (see `reduce_layer`)."""
         return reduce_layer(
             output,
@@ -151,7 +151,7 @@ class LayerSummary:
             self.wants_stats,
             self.health,
             finite=finite,
-            presample=presample,
+            fused=fused,
         )
 
     @property
@@ -182,7 +182,7 @@ def reduce_layer(
     health: bool = False,
     *,
     finite: bool = True,
-    presample: bool = False,
+    fused: bool = False,
 ) -> Reduced:
     """The part of a layer's summary that reads its full output (see the module doc).
 
@@ -190,9 +190,12 @@ def reduce_layer(
     and only checks that (``nonfinite`` is then a value finite exactly where it
     holds none, `tbviz.numerics.stats.finiteness`); False in the careful step,
     which counts them (``nonfinite``) and keeps them out of everything else.
-    `presample`: with health, look for constant channels in the sample first (see
-    `_constant_channels`), where reductions over all but the channel axis cost
-    much more than a sum (TensorFlow's CPU; XLA reads the output once for all).
+    `fused`: the backend compiles the step as a whole (XLA), where a condition
+    costs more than the two reductions of `tbviz.numerics.health.constant_channels`
+    it could save. Otherwise (TensorFlow and PyTorch, whose kernels reduce all axes
+    but the channels' several times slower than a sum) the whole output is read for
+    constant channels only where the sample leaves one that may be constant
+    (`_constant_channels`).
     """
     output = ops.convert_to_tensor(output)
     maps = to_maps(
@@ -203,12 +206,12 @@ def reduce_layer(
         padding=options.padding,
         finite=finite,
     )
+    values = sample(output) if wants_stats or health else ops.zeros((0,), "float32")
     # The lean step keeps the check's value; `finish_group` makes it a flag, for many
     # layers at once.
     nonfinite = finiteness(output) if finite else nonfinite_count(output)
-    values = sample(output) if wants_stats or health else ops.zeros((0,), "float32")
     constant = ops.zeros((), "float32")
-    if health and presample and finite:
+    if health and finite and not fused:
         constant = _constant_channels(output, layout, values)
     elif health:
         constant = constant_channels(output, layout)
