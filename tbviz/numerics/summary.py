@@ -28,6 +28,7 @@ here only (`LayerNumbers`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ class LayerSummary:
     health: bool = False
     bounds: tuple[float, float, float] | None = None
 
-    def reduce(self, output: Any, *, finite: bool = True, fused: bool = False) -> Reduced:
+    def reduce(self, output: Any, *, finite: bool = True, sample_first: bool = False) -> Reduced:
         """The part that reads the full output; the model waits for it (see `reduce_layer`)."""
         return reduce_layer(
             output,
@@ -151,7 +152,7 @@ class LayerSummary:
             self.wants_stats,
             self.health,
             finite=finite,
-            fused=fused,
+            sample_first=sample_first,
         )
 
     @property
@@ -182,7 +183,7 @@ def reduce_layer(
     health: bool = False,
     *,
     finite: bool = True,
-    fused: bool = False,
+    sample_first: bool = False,
 ) -> Reduced:
     """The part of a layer's summary that reads its full output (see the module doc).
 
@@ -190,12 +191,11 @@ def reduce_layer(
     and only checks that (``nonfinite`` is then a value finite exactly where it
     holds none, `tbviz.numerics.stats.finiteness`); False in the careful step,
     which counts them (``nonfinite``) and keeps them out of everything else.
-    `fused`: the backend compiles the step as a whole (XLA), where a condition
-    costs more than the two reductions of `tbviz.numerics.health.constant_channels`
-    it could save. Otherwise (TensorFlow and PyTorch, whose kernels reduce all axes
-    but the channels' several times slower than a sum) the whole output is read for
-    constant channels only where the sample leaves one that may be constant
-    (`_constant_channels`).
+    `sample_first`: with health, read the whole output for constant channels only
+    where the sample leaves one that may be constant (`_constant_channels`): on
+    TensorFlow and PyTorch, whose CPU kernels reduce all axes but the channels'
+    several times slower than a sum. (In XLA's one computation a condition per
+    layer costs more compiling than the reductions it saves.)
     """
     output = ops.convert_to_tensor(output)
     maps = to_maps(
@@ -211,7 +211,7 @@ def reduce_layer(
     # layers at once.
     nonfinite = finiteness(output) if finite else nonfinite_count(output)
     constant = ops.zeros((), "float32")
-    if health and finite and not fused:
+    if health and finite and sample_first:
         constant = _constant_channels(output, layout, values)
     elif health:
         constant = constant_channels(output, layout)
@@ -220,9 +220,26 @@ def reduce_layer(
     return Reduced(maps, values, nonfinite, constant)
 
 
+@functools.lru_cache(maxsize=256)
+def _sampled_channels(shape: tuple[int, ...], axis: int) -> np.ndarray | None:
+    """Where each channel's values are in `tbviz.numerics.stats.sample` of an output of
+    `shape`: ``(channels, most)`` indices into the sample, a channel with fewer values
+    repeating its first (which changes neither its maximum nor its minimum); None if a
+    channel has no value in it."""
+    stride = sample_stride(shape)
+    of = np.unravel_index(np.arange(0, math.prod(shape), stride), shape)[axis]
+    order = np.argsort(of, kind="stable")
+    counts = np.bincount(of, minlength=shape[axis])
+    if counts.min() == 0:
+        return None
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.minimum(np.arange(counts.max()), counts[:, np.newaxis] - 1)
+    return order[starts[:, np.newaxis] + slot].astype(np.int32)
+
+
 def _constant_channels(output: Any, layout: Layout, values: Any) -> Any:
     """`tbviz.numerics.health.constant_channels` of `output`, reading the whole output only
-    when its sample (`values`) leaves a channel that may be constant (TensorFlow's way).
+    when its sample (`values`) leaves a channel that may be constant.
 
     A channel constant over the whole output is constant in the sample, which
     has values of every channel (`tbviz.numerics.stats.sample_stride`), so a
@@ -235,15 +252,12 @@ def _constant_channels(output: Any, layout: Layout, values: Any) -> Any:
     """
     shape = tuple(output.shape)
     axis = channel_axis(layout) % len(shape)
-    stride = sample_stride(shape)
-    of = np.unravel_index(np.arange(0, math.prod(shape), stride), shape)[axis].astype(np.int32)
-    if len(np.unique(of)) < shape[axis]:  # a channel with no sampled value
+    where = _sampled_channels(shape, axis)
+    if where is None:  # a channel with no sampled value
         return constant_channels(output, layout)
-    alike = ops.equal(
-        ops.segment_max(values, of, num_segments=shape[axis]),
-        ops.segment_min(values, of, num_segments=shape[axis]),
-    )
-    if stride == 1:  # the sample is the output
+    by_channel = ops.take(values, where, axis=0)  # (channels, most)
+    alike = ops.equal(ops.max(by_channel, axis=1), ops.min(by_channel, axis=1))
+    if sample_stride(shape) == 1:  # the sample is the output
         return ops.sum(ops.cast(alike, "float32"))
 
     def whole() -> Any:

@@ -70,8 +70,8 @@ class Step:
             groups.setdefault(summary.group_key, []).append(i)
         self.groups = list(groups.values())
         self._careful = False  # the last step met NaN/Inf: the careful step runs first
-        # The backend compiles the whole step as one computation (`reduce_layer`'s `fused`).
-        self.fused = False
+        # Constant channels looked for in the sample first (`reduce_layer`'s `sample_first`).
+        self.sample_first = False
 
     def __call__(self, fixed_ranges: np.ndarray) -> list[LayerResult]:
         """Runs the step; `fixed_ranges` is ``(layers, 2)`` float32 (NaN where not fixed yet).
@@ -90,7 +90,7 @@ class Step:
 
     def _reduce(self, i: int, output: Any, finite: bool) -> Reduced:
         """Layer i's `tbviz.numerics.summary.reduce_layer` (a backend may compile it apart)."""
-        return self.summaries[i].reduce(output, finite=finite, fused=self.fused)
+        return self.summaries[i].reduce(output, finite=finite, sample_first=self.sample_first)
 
     def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
         """Runs `_forward` the backend's way: each group's results, as NumPy arrays."""

@@ -54,7 +54,6 @@ class JaxStep(Step):
 
     def __init__(self, *arguments: Any, eager: bool) -> None:
         super().__init__(*arguments)
-        self.fused = True  # one XLA computation: no condition per layer (`reduce_layer`)
         self._device = jax.local_devices()[0]
         _local_values(self.model, self.model.variables, self._device)  # StepUnavailable now
         self.probe = jax.device_put(self.probe, self._device)

@@ -57,6 +57,7 @@ class TensorFlowStep(Step):
         # overlap, and its temporaries would add to the forward pass's peak memory.
         inline = len(self.groups) == len(self.selected)
         self._functions: dict[tuple, Any] = {}  # reduce, by kind of layer (see `_reduce`)
+        self.sample_first = True  # see `reduce_layer`
 
         def after(output: Any, reduced: Reduced, finished: tuple | None) -> Any:
             # The model goes on with a layer's output only once the part of its summary

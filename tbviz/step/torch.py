@@ -45,6 +45,10 @@ def explain_failure(model: keras.Model, error: BaseException) -> str | None:
 class TorchStep(Step):
     """The model called eagerly under ``torch.no_grad()`` on its device (Keras' own)."""
 
+    def __init__(self, *arguments: Any) -> None:
+        super().__init__(*arguments)
+        self.sample_first = True  # see `tbviz.numerics.summary.reduce_layer`
+
     def _run(self, fixed_ranges: np.ndarray, *, finite: bool) -> list[list[np.ndarray]]:
         with torch.no_grad():
             ranges = keras.ops.convert_to_tensor(fixed_ranges)
