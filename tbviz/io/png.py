@@ -38,6 +38,16 @@ except ImportError:  # pragma: no cover -- other machines: zlib
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PALETTE, _RGB = 3, 2  # PNG colour types
+_STORED_BLOCK = 65_535  # the most bytes a stored (uncompressed) deflate block holds
+
+
+def largest_png(height: int, width: int, *, rgb: bool = False) -> int:
+    """The most bytes `encode_picture` makes of a ``height x width`` picture, whatever it
+    holds: its rows stored as they are (`_encode` never writes more), plus the chunks."""
+    raw = height * (width * (3 if rgb else 1) + 1)  # each row: its filter byte, its pixels
+    deflated = 2 + raw + 5 * max(1, -(-raw // _STORED_BLOCK)) + 4  # zlib header, blocks, Adler-32
+    chunks = 12 * (3 if rgb else 4) + 13 + (0 if rgb else 3 * 256)  # IHDR, PLTE, IDAT, IEND
+    return len(_SIGNATURE) + chunks + deflated
 
 
 def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
@@ -66,7 +76,11 @@ def _encode(rows: np.ndarray, colour_type: int, plte: bytes | None = None) -> by
     chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
     if plte is not None:
         chunks.append(_chunk(b"PLTE", plte))
-    chunks.append(_chunk(b"IDAT", _deflate.compress(data.tobytes(), _LEVEL)))
+    raw = data.tobytes()
+    deflated = _deflate.compress(raw, _LEVEL)
+    if len(deflated) > len(raw) + 5 * max(1, -(-len(raw) // _STORED_BLOCK)) + 6:
+        deflated = zlib.compress(raw, 0)  # noise: stored as it is, never larger (`largest_png`)
+    chunks.append(_chunk(b"IDAT", deflated))
     return b"".join([_SIGNATURE, *chunks, _chunk(b"IEND", b"")])
 
 

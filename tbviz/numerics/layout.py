@@ -32,10 +32,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tbviz.io.png import largest_png
+from tbviz.io.summaries import LAYER_EXTRA_BYTES
+
 KINDS = ("maps", "tokens", "volume", "strip", "block", "image")
 
 #: No map shrinks below this many pixels on its longer side to fit the epoch's pixel budget.
 MIN_MAP_SIZE = 8
+#: Whatever the pictures hold, an epoch's event bytes stay within this many per pixel of
+#: the budget (5 MB for the default 3.5 million), or `SMALL_EPOCH_BYTES` if that is more:
+#: see `fit_pixel_budget`.
+BYTES_PER_BUDGET_PIXEL = 5 / 3.5
+SMALL_EPOCH_BYTES = 1_000_000
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -212,12 +220,18 @@ def fit_pixel_budget(
     """Per layer, the ``(max_size, max_channels)`` that keep one epoch's pictures within a budget.
 
     One epoch is ``probes`` pictures of each layer; together they may have at
-    most `max_pixels` pixels. Under the budget every layer keeps `max_size`
-    and `max_channels`. Over it, one common limit on the picture side
-    replaces `max_size`, the largest that fits: large pictures shrink first
-    and small ones (deep layers' small maps) keep their size until the limit
-    reaches them. No map (a channel's cell; the whole picture of a Dense or
-    sequence layer) shrinks below `MIN_MAP_SIZE` pixels on its longer side
+    most `max_pixels` pixels, and the epoch's event bytes at most
+    `BYTES_PER_BUDGET_PIXEL` per pixel of it (or `SMALL_EPOCH_BYTES`) whatever
+    the pictures hold (each PNG counted as stored uncompressed,
+    `tbviz.io.png.largest_png`, each layer with its statistics,
+    `tbviz.io.summaries.LAYER_EXTRA_BYTES`): noisy pictures compress hardly at
+    all, and a many-layer epoch's PNG chunks and statistics are 1.6 MB of the
+    5 MB that the default 3.5 million pixels may take. Under the budget every layer keeps
+    `max_size` and `max_channels`. Over it, one common limit on the picture
+    side replaces `max_size`, the largest that fits: large pictures shrink
+    first and small ones (deep layers' small maps) keep their size until the
+    limit reaches them. No map (a channel's cell; the whole picture of a Dense
+    or sequence layer) shrinks below `MIN_MAP_SIZE` pixels on its longer side
     (nor grows to it). Only if that floor does not fit are channels dropped:
     `max_channels` is halved until it does (one channel at the floor is the
     least a layer gets, budget or not).
@@ -231,15 +245,18 @@ def fit_pixel_budget(
     unchanged = [(max_size, max_channels)] * len(layouts)
     if max_pixels is None:
         return unchanged
+    max_bytes = max(max_pixels * BYTES_PER_BUDGET_PIXEL, SMALL_EPOCH_BYTES)
 
-    def pixels(settings: list[tuple[int, int]]) -> int:
-        total = 0
+    def fits(settings: list[tuple[int, int]]) -> bool:
+        pixels = largest = 0
         for layout, (size, channels) in zip(layouts, settings, strict=True):
             height, width = layout.picture(channels, size, padding)
-            total += height * width
-        return probes * total
+            rgb = layout.kind == "image" and layout.channels == 3
+            pixels += probes * height * width
+            largest += probes * largest_png(height, width, rgb=rgb) + LAYER_EXTRA_BYTES
+        return pixels <= max_pixels and largest <= max_bytes
 
-    if pixels(unchanged) <= max_pixels:
+    if fits(unchanged):
         return unchanged
 
     def floor(layout: Layout, channels: int) -> int:
@@ -259,12 +276,12 @@ def fit_pixel_budget(
         return [(min(max_size, max(limit, floor(layout, channels))), channels) for layout in layouts]
 
     channels = max_channels
-    while channels > 1 and pixels(at(1, channels)) > max_pixels:
+    while channels > 1 and not fits(at(1, channels)):
         channels = max(1, channels // 2)
     low, high = 1, max_size  # the largest common limit that fits (1 if none does)
     while low < high:
         middle = (low + high + 1) // 2
-        if pixels(at(middle, channels)) <= max_pixels:
+        if fits(at(middle, channels)):
             low = middle
         else:
             high = middle - 1
