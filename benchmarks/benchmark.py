@@ -1,28 +1,41 @@
-"""What ActivationLogger costs per logged epoch, beside its own baseline.
+"""What ActivationLogger costs per logged epoch, against its goals (issue 21), and in full.
 
-    python benchmarks/benchmark.py                 # all cases (~20 min), prints a Markdown table
-    python benchmarks/benchmark.py --cases mnist   # one case
-    python benchmarks/benchmark.py --backend jax   # on Keras' JAX backend (or torch)
+    python benchmarks/benchmark.py                  # TensorFlow's goal rows, each over 2 runs (~15 min)
+    python benchmarks/benchmark.py --backend jax    # or torch: that backend's goal rows
+    python benchmarks/benchmark.py --runs 3         # more runs (fresh processes) per row
+    python benchmarks/benchmark.py --table          # the full cost table: every case, memory too (~20 min)
+    python benchmarks/benchmark.py --table --cases mnist --rounds 4
 
 ``--backend`` (default: ``KERAS_BACKEND``, else tensorflow) is set as
-``KERAS_BACKEND`` before Keras is imported. For each case, in one run:
+``KERAS_BACKEND`` before Keras is imported. The goal rows (`GOALS`) print each
+figure's range over ``--runs`` runs, each in a fresh process, beside its goal,
+with the load average of the machine before and after (on a shared machine
+the figures are worth what the load lets them be). What each measures, for
+one case, in one run:
 
 - *bare forward*: one forward pass of the probe batch (median of 7), already on
   the device, its output copied to the host, compiled as each backend compiles
   naturally: TensorFlow a ``tf.function``; JAX one ``jax.jit`` of
   ``model.stateless_call`` with the weights passed as arguments; PyTorch an
   eager call under ``torch.no_grad()`` (Keras' own ``predict`` on PyTorch);
-- *extra / logged epoch*: how much longer a logged epoch makes ``fit()``,
-  measured inside one ``fit()`` where the logger logs every 4th epoch, logged
-  and unlogged epochs interleaved (see `time_case`); the interquartile range
-  over rounds is printed beside it. Work on tbviz's writer thread counts
-  wherever it competes with training. The one-time build and tracing (the
-  first logged epoch) is its own column;
-- *ratio*: extra / bare forward; *% of epoch*: extra / an unlogged training epoch;
-- *logging step alone*: the same work timed directly, out of ``fit()``: the
-  traced step (its own forward pass, pictures, statistics) and the encoding
-  and writing (median of 5), with its ratio to the bare forward pass;
-- *bytes / epoch*: event-file bytes of the ``activations`` run per logged epoch;
+- *logged epoch ÷ bare forward* (the table's *overhead ratio*): how much
+  longer a logged epoch makes ``fit()`` (*extra / logged epoch*), measured
+  inside one ``fit()`` where the logger logs every 4th epoch, logged and
+  unlogged epochs interleaved (see `time_case`), divided by a bare forward
+  pass; the interquartile range over rounds is printed beside it. Work on
+  tbviz's writer thread counts wherever it competes with training. *% of
+  epoch*: extra / an unlogged training epoch;
+- *first logged epoch* (the table's *one-time build*): the first logged
+  epoch's extra time: building, tracing and compiling the step;
+- *logging step ÷ bare forward* (the table's *logging step alone*): the same
+  work timed directly, out of ``fit()``: the step (its own forward pass,
+  pictures, statistics) and the encoding and writing (median of 5), divided by
+  a bare forward pass; the goal rows divide the step alone;
+- *MB per epoch*: event-file bytes of the ``activations`` run per logged
+  epoch, on uniform-noise probes (which compress worst);
+- *health*: the logging step (step and writing) with ``health=True`` divided
+  by the same with ``health=False``, two loggers on one model, their steps
+  interleaved (median of 9 each; `time_health`);
 - *memory*: peak growth of one logging step (forward pass + pictures +
   statistics + writing) and of one bare forward pass, each measured in a fresh
   process after a warm-up (median of 5), two ways: as RSS, Linux's resident
@@ -52,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -290,6 +304,32 @@ def time_case(name: str, rounds: int) -> dict:
     }
 
 
+def time_health(name: str, repeats: int = 9) -> dict:
+    """The logging step (step and writing) with health judged, divided by the same without:
+    two loggers on one model, built and warmed up, their steps interleaved."""
+    model, _, _, _, probe, kwargs, _ = make_case(name)
+    with tempfile.TemporaryDirectory() as log_dir:
+        loggers = {}
+        for health in (True, False):
+            logger = ActivationLogger(
+                probe, log_dir=os.path.join(log_dir, str(health)), health=health, **kwargs
+            )
+            logger.set_model(model)
+            logger.on_train_begin()
+            logger._writer.write_epoch(0, logger._log(0))
+            loggers[health] = logger
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for epoch in range(1, repeats + 1):
+            for health, logger in loggers.items():
+                start = time.perf_counter()
+                logger._writer.write_epoch(epoch, logger._log(epoch))
+                times[health].append(time.perf_counter() - start)
+        for logger in loggers.values():
+            logger.on_train_end()
+    with_health, without = (statistics.median(times[h]) for h in (True, False))
+    return {"health_s": with_health, "no_health_s": without, "health_ratio": with_health / without}
+
+
 # -- memory, in a fresh process per measurement --------------------------------------------
 
 
@@ -449,15 +489,107 @@ def backend_description() -> str:
     return f"{name} (Keras {keras.__version__}) on {device}"
 
 
+# -- the goals: issue 21's table, and the layer-health issue's 10 % ----------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One row: `metric` of a case's measurements (`time_case`, `time_health`), at most `goal`."""
+
+    what: str
+    case: str
+    metric: str
+    goal: float
+    unit: str = ""
+
+    def value(self, row: dict) -> float:
+        if self.metric == "step_ratio":
+            return row["step_s"] / row["forward_s"]
+        if self.metric == "mb":
+            return row["bytes_per_epoch"] / 1e6
+        return row[self.metric]
+
+
+GOALS = {
+    "tensorflow": [
+        Goal("MobileNetV2, every image-like layer: logged epoch ÷ bare forward", "mobilenetv2", "ratio", 2.0),
+        Goal("MobileNetV2, every image-like layer: first logged epoch", "mobilenetv2", "build_s", 3.0, " s"),
+        Goal("ResNet-50, every layer: logged epoch ÷ bare forward", "resnet50_all", "ratio", 1.6),
+        Goal("ResNet-50, every layer: MB per epoch (uniform-noise probes)", "resnet50_all", "mb", 5.0, " MB"),
+        Goal("ResNet-50, every layer: first logged epoch", "resnet50_all", "build_s", 3.0, " s"),
+        Goal("MobileNetV2, every image-like layer: logging step with health ÷ without", "mobilenetv2", "health_ratio", 1.10),
+    ],
+    "jax": [
+        Goal("ResNet-50, every layer: one-time build (first logged epoch)", "resnet50_all", "build_s", 8.0, " s"),
+        Goal("ResNet-50, default layers: logging step ÷ bare forward", "resnet50", "step_ratio", 1.5),
+        Goal("ResNet-50, default layers: logging step with health ÷ without", "resnet50", "health_ratio", 1.10),
+    ],
+    "torch": [
+        Goal("ResNet-50, every layer: logging step ÷ bare forward", "resnet50_all", "step_ratio", 2.0),
+        Goal("ResNet-50, every layer: logging step with health ÷ without", "resnet50_all", "health_ratio", 1.10),
+    ],
+}  # fmt: skip
+
+
+def measure_case(name: str, rounds: int, health: bool) -> dict:
+    """One run of a case for the goal rows: `time_case`, and `time_health` if asked."""
+    row = time_case(name, rounds)
+    if health:
+        row.update(time_health(name))
+    return row
+
+
+def _child(*arguments: str) -> dict:
+    """Runs this script in a fresh process (its own imports, caches and first epochs)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--backend", BACKEND, *arguments],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _figure(value: float, unit: str) -> str:
+    return f"{value:.2f}{unit}" if value < 10 else f"{value:.1f}{unit}"
+
+
+def goal_table(runs: int, rounds: int | None) -> str:
+    """The goal rows of this backend, each figure's range over `runs` fresh processes."""
+    goals = GOALS[BACKEND]
+    cases = list(dict.fromkeys(g.case for g in goals))
+    measured: dict[str, list[dict]] = {case: [] for case in cases}
+    for _ in range(runs):  # run after run, so that a burst of load spoils one run, not a case
+        for case in cases:
+            health = any(g.case == case and g.metric == "health_ratio" for g in goals)
+            arguments = ["--measure", case, "--rounds", str(rounds or ROUNDS[case])]
+            row = _child(*arguments, *(["--health"] if health else []))
+            measured[case].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    lines = [
+        f"| goal (issue 21; health: its own issue) | {runs} runs | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for g in goals:
+        values = [g.value(row) for row in measured[g.case]]
+        low, high = min(values), max(values)
+        span = _figure(low, g.unit) if runs == 1 else f"{_figure(low, '')} to {_figure(high, g.unit)}"
+        met = "yes" if high <= g.goal else ("no" if low > g.goal else "in part")
+        lines.append(f"| {g.what} | {span} | ≤ {_figure(g.goal, g.unit)} | {met} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _backend_option(parser)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {CASES}")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each goal row (default: %(default)s)")
+    parser.add_argument("--table", action="store_true", help="the full cost table instead")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"with --table: comma-separated, from {CASES}")
     parser.add_argument(
         "--rounds",
         type=int,
         help=f"timed rounds of {PERIOD} epochs (one logged) per case; default: {ROUNDS}",
     )
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--health", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--memory", nargs=3, metavar=("CASE", "MODE", "KIND"), help=argparse.SUPPRESS
     )
@@ -465,14 +597,25 @@ def main() -> None:
     if args.memory:
         print(json.dumps(measure_memory(*args.memory)))
         return
-    rows = []
-    for name in args.cases.split(","):
-        row = time_case(name, rounds=args.rounds or ROUNDS[name])
-        row.update(memory_case(name))
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"\ntbviz benchmark: {backend_description()}, {os.cpu_count()} CPU cores\n")
-    print(markdown(rows))
+    if args.measure:
+        print(json.dumps(measure_case(args.measure, args.rounds or ROUNDS[args.measure], args.health)))
+        return
+    before = os.getloadavg()[0]
+    if args.table:
+        rows = []
+        for name in args.cases.split(","):
+            row = time_case(name, rounds=args.rounds or ROUNDS[name])
+            row.update(memory_case(name))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        table = markdown(rows)
+    else:
+        table = goal_table(args.runs, args.rounds)
+    print(
+        f"\ntbviz benchmark: {backend_description()}, {os.cpu_count()} CPU cores; "
+        f"load average {before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
+    )
+    print(table)
 
 
 if __name__ == "__main__":
