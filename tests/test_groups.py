@@ -25,9 +25,9 @@ def outputs(rng, shapes, nan_at=None):
     return made
 
 
-def finished(layer_summary_, reduced, ranges, finite=True):
-    pictures, numbers, coarse = (to_np(t) for t in finish_group(reduced, ranges, layer_summary_, finite=finite))
-    return pictures, numbers, coarse
+def finished(summaries, reduced, ranges, finite=True):
+    """`finish_group`'s three tensors, as NumPy arrays."""
+    return tuple(to_np(t) for t in finish_group(reduced, ranges, summaries, finite=finite))
 
 
 @pytest.mark.parametrize("normalize", ["map", "layer", "fixed"])
@@ -43,9 +43,9 @@ def test_a_group_is_finished_as_each_of_its_layers_alone(normalize):
     xs = outputs(rng, shapes)
     ranges = np.array([[0.0, 2.0], [np.nan, np.nan], [0.5, 1.5]], np.float32)
     reduced = [s.reduce(x) for s, x in zip(alike, xs, strict=True)]
-    together = finished(alike[0], reduced, ranges)
+    together = finished(alike, reduced, ranges)
     for i, (s, r) in enumerate(zip(alike, reduced, strict=True)):
-        alone = finished(s, [r], ranges[i : i + 1])
+        alone = finished([s], [r], ranges[i : i + 1])
         rows = slice(3 * i, 3 * (i + 1))
         np.testing.assert_array_equal(together[0][rows], alone[0])
         np.testing.assert_allclose(together[1][i], alone[1][0], rtol=1e-5, atol=1e-6)
@@ -64,14 +64,14 @@ def test_the_careful_step_pictures_a_clean_layer_as_the_lean_one_does():
     s = LayerSummary(options, Layout("maps", (40, 40, 16)), True, health=True)
     clean, dirty = outputs(rng, [(40, 40, 16), (40, 40, 16)], nan_at=1)
     ranges = np.full((1, 2), np.nan, np.float32)
-    lean = finished(s, [s.reduce(clean, finite=True)], ranges, finite=True)
-    careful = finished(s, [s.reduce(clean, finite=False)], ranges, finite=False)
+    lean = finished([s], [s.reduce(clean, finite=True)], ranges, finite=True)
+    careful = finished([s], [s.reduce(clean, finite=False)], ranges, finite=False)
     np.testing.assert_array_equal(lean[0], careful[0])
     np.testing.assert_allclose(lean[1], careful[1], rtol=1e-5, atol=1e-6)
     assert LayerNumbers.unpack(lean[1][0]).nonfinite == 0
-    flagged = finished(s, [s.reduce(dirty, finite=True)], ranges, finite=True)
+    flagged = finished([s], [s.reduce(dirty, finite=True)], ranges, finite=True)
     assert LayerNumbers.unpack(flagged[1][0]).nonfinite == 1  # a flag: run the careful step
-    counted = finished(s, [s.reduce(dirty, finite=False)], ranges, finite=False)
+    counted = finished([s], [s.reduce(dirty, finite=False)], ranges, finite=False)
     assert LayerNumbers.unpack(counted[1][0]).nonfinite == 1  # one NaN, counted
     assert (counted[0] == tags.NONFINITE_INDEX).sum() > 0
 

@@ -18,7 +18,6 @@ NaN/Inf count always covers every activation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -73,25 +72,36 @@ def count_nonfinite(x: Any) -> Any:
     )
 
 
-def sample(x: Any, max_values: int = MAX_VALUES) -> Any:
-    """The values a layer's statistics are taken from: `x` flattened, every `sample_stride`-th, float32."""
+def sample(x: Any, max_values: int = MAX_VALUES, *, padded: bool = False) -> Any:
+    """The values a layer's statistics are taken from: `x` flattened, every `sample_stride`-th,
+    float32; `padded`: with NaN after them up to `max_values` (every statistic leaves NaN
+    out: `sample_statistics` with `sample_length` as the counts), so that the samples of
+    any layers stack."""
     x = ops.convert_to_tensor(x)
-    return ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
+    values = ops.cast(ops.reshape(x, [-1])[:: sample_stride(tuple(x.shape), max_values)], "float32")
+    if padded and values.shape[0] < max_values:
+        values = ops.pad(values, [[0, max_values - values.shape[0]]], constant_values=np.nan)
+    return values
+
+
+def sample_length(shape: tuple[int, ...], max_values: int = MAX_VALUES) -> int:
+    """How many values `sample` takes of an output of `shape`."""
+    return -(-math.prod(shape) // sample_stride(shape, max_values))
 
 
 def sample_statistics(values: Any, *, bins: int = HISTOGRAM_BINS, counts: Any = None) -> dict[str, Any]:
     """The statistics of float32 `values` ``(..., count)`` (see `sample`), NaN/Inf left out.
 
     Each row of `values` (its last axis) is one layer's sample: the samples of
-    several layers are done at once, in the same few ops as one, a shorter one
-    padded with NaN (`pad_samples`). Returns float32, one per row: ``mean``,
+    several layers are done at once, in the same few ops as one, each padded
+    with NaN to one length (`sample`). Returns float32, one per row: ``mean``,
     ``std``, ``zero_fraction`` (the share of the sample exactly 0: dead ReLUs)
     and ``histogram``: ``(..., bins, 3)`` rows of ``[left edge, right edge,
     count]`` over the finite values, the layout TensorBoard's histogram plugin
     stores (a value at or past an end is counted in the end bin).
 
-    `counts`: each row's sample length before padding (``(...,)``); None: the
-    rows' length.
+    `counts`: each row's sample length before padding (``(...,)``, `sample_length`);
+    None: the rows' length.
     """
     values = ops.convert_to_tensor(values)
     batch = tuple(values.shape[:-1])
@@ -122,17 +132,6 @@ def sample_statistics(values: Any, *, bins: int = HISTOGRAM_BINS, counts: Any = 
         "zero_fraction": ops.reshape(zeros / ops.maximum(length, 1.0), batch),
         "histogram": ops.reshape(histogram, (*batch, bins, 3)),
     }
-
-
-def pad_samples(samples: Sequence[Any]) -> tuple[Any, np.ndarray]:
-    """Samples of several layers as the rows of one ``(layers, longest)`` tensor, the shorter
-    ones padded with NaN (which every statistic leaves out), and their lengths, float32."""
-    longest = max(s.shape[0] for s in samples)
-    padded = [
-        s if s.shape[0] == longest else ops.pad(s, [[0, longest - s.shape[0]]], constant_values=np.nan)
-        for s in samples
-    ]
-    return ops.stack(padded), np.array([s.shape[0] for s in samples], np.float32)
 
 
 def _bin_counts(bin_of: Any, length: int) -> Any:

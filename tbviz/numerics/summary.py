@@ -46,8 +46,8 @@ from tbviz.numerics.stats import (
     HISTOGRAM_BINS,
     finiteness,
     nonfinite_count,
-    pad_samples,
     sample,
+    sample_length,
     sample_statistics,
     sample_stride,
 )
@@ -206,13 +206,13 @@ def reduce_layer(
         padding=options.padding,
         finite=finite,
     )
-    values = sample(output) if wants_stats or health else ops.zeros((0,), "float32")
+    values = sample(output, padded=True) if wants_stats or health else ops.zeros((0,), "float32")
     # The lean step keeps the check's value; `finish_group` makes it a flag, for many
     # layers at once.
     nonfinite = finiteness(output) if finite else nonfinite_count(output)
     constant = ops.zeros((), "float32")
     if health and finite and sample_first:
-        constant = _constant_channels(output, layout, values)
+        constant = _constant_channels(output, layout, values[: sample_length(tuple(output.shape))])
     elif health:
         constant = constant_channels(output, layout)
     if not wants_stats:
@@ -273,10 +273,14 @@ def _constant_channels(output: Any, layout: Layout, values: Any) -> Any:
 
 
 def finish_group(
-    reduced: Sequence[Reduced], fixed_ranges: Any, summary: LayerSummary, *, finite: bool = True
+    reduced: Sequence[Reduced],
+    fixed_ranges: Any,
+    summaries: Sequence[LayerSummary],
+    *,
+    finite: bool = True,
 ) -> tuple[Any, Any, Any]:
-    """The pictures, numbers and coarse maps of a group of layers alike in `summary`'s
-    `LayerSummary.group_key` (any of theirs), from what `reduce_layer` kept of each.
+    """The pictures, numbers and coarse maps of a group of layers alike in their
+    `LayerSummary.group_key`, from what `reduce_layer` kept of each.
 
     `fixed_ranges`: ``(layers, 2)``, each layer's fixed range (NaN: measure).
     `finite`: as `reduce_layer`'s. Returns three tensors for the whole group, all
@@ -285,10 +289,14 @@ def finish_group(
     maps ``(layers x N, h, w, M)`` (`tbviz.numerics.change`), each layer's N rows one
     after the other.
     """
-    layout, options, layers = summary.layout, summary.options, len(reduced)
+    summary, layers = summaries[0], len(reduced)
+    layout, options = summary.layout, summary.options
     maps = ops.concatenate([r.maps for r in reduced], axis=0) if layers > 1 else reduced[0].maps
-    values, counts = pad_samples([r.sample for r in reduced])
-    nonfinite, constant = (ops.stack([r[field] for r in reduced]) for field in (2, 3))
+    samples = maps.shape[0] // layers
+    values, nonfinite, constant = (ops.stack([r[field] for r in reduced]) for field in (1, 2, 3))
+    counts = np.array(
+        [sample_length((samples, *s.layout.shape)) for s in summaries], np.float32
+    )
     if finite:  # each layer's finiteness: 1 where the careful step must be run
         nonfinite = ops.cast(ops.logical_not(ops.isfinite(nonfinite)), "float32")
     pictures, lo, hi = render_maps(

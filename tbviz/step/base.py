@@ -133,7 +133,9 @@ class Step:
             members = self.groups[g]
             ranges = keras.ops.take(fixed_ranges, np.array(members, np.int32), axis=0)
             parts = [reduced.pop(j) for j in members]  # freed once finished (eager backends)
-            finished[g] = finish_group(parts, ranges, self.summaries[members[0]], finite=finite)
+            finished[g] = finish_group(
+                parts, ranges, [self.summaries[j] for j in members], finite=finite
+            )
             return ours, finished[g]
 
         for i, entry in enumerate(selected):  # an input's picture: the probe as the model sees it
