@@ -565,7 +565,7 @@ def goal_table(runs: int, rounds: int | None) -> str:
             measured[case].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     lines = [
-        f"| goal (issue 21; health: its own issue) | {runs} runs | goal | met |",
+        f"| goal (issue 21; health: its own issue) | {runs} run{'s' if runs > 1 else ''} | goal | met |",
         "|---|---|---|---|",
     ]
     for g in goals:

@@ -164,15 +164,20 @@ class LayerSummary:
         return self.layout, maps, self.wants_stats, self.health
 
     @property
-    def group_key(self) -> tuple:
-        """What `finish_group` depends on besides its tensors: layers with equal keys are
-        finished together (their maps have one shape)."""
+    def map_shape(self) -> tuple[int, int, int]:
+        """``(h, w, M)`` of one sample's maps (`tbviz.numerics.pictures.to_maps`)."""
         layout, options = self.layout, self.options
         cell = layout.cell(options.max_channels, options.max_size, options.padding)
-        maps = (*cell, layout.map_count(options.max_channels))
+        return (*cell, layout.map_count(options.max_channels))
+
+    @property
+    def group_key(self) -> tuple:
+        """What `finish_group` depends on besides its tensors: layers with equal keys can be
+        finished together (their maps have one shape)."""
+        layout, options = self.layout, self.options
         colour = layout.kind == "image" and layout.channels == 3
         grid = layout.grid(options.max_channels)
-        return options, self.wants_stats, self.bounds, grid, colour, maps
+        return options, self.wants_stats, self.bounds, grid, colour, self.map_shape
 
 
 def reduce_layer(
