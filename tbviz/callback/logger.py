@@ -151,6 +151,12 @@ class ActivationLogger(keras.callbacks.Callback):
             vectors), a VAE's decoder, a backbone inside a custom training
             wrapper. The callback is still given to the wrapper's ``fit()``.
             Defaults to `None`: the model being trained.
+        notebook: in a notebook (an IPython kernel: Jupyter, Colab, VS Code),
+            show the viewer of this run under the training cell, one output
+            replaced at each logged epoch and left there when training ends
+            (`tbviz.show`'s viewer, self-contained); each logged epoch is then
+            written before training goes on. Outside a notebook it does
+            nothing. Defaults to `False`.
 
     Example:
 
@@ -183,6 +189,7 @@ class ActivationLogger(keras.callbacks.Callback):
         health: bool = True,
         max_probes: int = DEFAULT_MAX_PROBES,
         model: keras.Model | None = None,
+        notebook: bool = False,
     ) -> None:
         super().__init__()
         self.config = LoggerConfig.checked(
@@ -202,10 +209,12 @@ class ActivationLogger(keras.callbacks.Callback):
             health=health,
             max_probes=max_probes,
             model=model,
+            notebook=notebook,
         )
         self.probe = probes.capped(probes.as_probe(probe_images), self.config.max_probes)
         self._writer = RunWriter(self.config.log_dir)
         self._writing: tuple[int, Future] | None = None  # the epoch being written
+        self._live: Any = None  # notebook=True: the viewer under the cell; False outside one
         self._reset()
 
     @property
@@ -223,6 +232,7 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         self._active = steps.writes_summaries(self.model)
         self._offset: int | None = None  # this fit's step offset, fixed at its first epoch
+        self._live = None  # notebook=True: each fit() shows under its own cell
         if self._active and self._built is None:
             if has_inputs(target_model(self.model, self.config.model)):
                 self._build()
@@ -242,6 +252,8 @@ class ActivationLogger(keras.callbacks.Callback):
         with self._failures(f"log epoch {step}"):
             records = self._log(step)
             self._writing = (step, self._writer.submit(step, records))
+        if self.config.notebook:
+            self._show_in_notebook()
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         # Everything logged is on disk when fit() returns.
@@ -365,6 +377,17 @@ class ActivationLogger(keras.callbacks.Callback):
         assert self._built is not None
         fixed = [self._fixed[p.entry.path] for p in self._built.layers]
         return np.array(fixed, np.float32).reshape(-1, 2)
+
+    def _show_in_notebook(self) -> None:
+        """Writes the epoch, then shows the run so far under the cell (`notebook=True`)."""
+        self._wait_for_writes()
+        with self._failures("show the epoch in the notebook"):
+            if self._live is None:
+                from tbviz.plugin.notebook import LiveView
+
+                self._live = LiveView.start(self._writer.run_dir) or False
+            if self._live:
+                self._live.update()
 
     def _wait_for_writes(self) -> None:
         """Waits for the epoch being written, if any, and reports its failure as a warning."""

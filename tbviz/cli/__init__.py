@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, received {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -117,18 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     exporting = commands.add_parser(
         "export",
-        help="write logged feature maps as PNGs, animated GIFs and contact sheets",
+        help="write logged feature maps as PNGs, animated GIFs, contact sheets or one HTML viewer",
         description=textwrap.fill(
             "Reads the event files under LOGDIR (no training, no model, no TensorFlow graph "
             "needed) and writes, for every layer and probe image, one PNG per epoch, an "
-            "animated GIF across epochs and contact sheets.",
+            "animated GIF across epochs and contact sheets (--out); or the ACTIVATIONS "
+            "tab's viewer as one self-contained HTML file, to open offline in any "
+            "browser (--html); or both.",
             width=79,
         ),
         epilog=export.FILES_WRITTEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     exporting.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
-    exporting.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    exporting.add_argument("--out", metavar="DIR", help="output directory of the PNGs, GIFs and sheets")
+    exporting.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the viewer (layers x epochs, one slider, compare, change heat map) with "
+        "the pictures embedded to this one HTML file",
+    )
+    exporting.add_argument(
+        "--max-mb",
+        type=_non_negative_float,
+        default=50,
+        metavar="MB",
+        help="--html: about how many megabytes of pictures the file may hold; past it the "
+        "viewer holds fewer probe images, then epochs, then layers, and says so; 0: no "
+        "limit (default: %(default)s)",
+    )
     exporting.add_argument(
         "--layer",
         action="append",
@@ -336,10 +363,14 @@ def _board(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tbviz.cli import export
 
+    if args.out is None and args.html is None:
+        raise _UsageError("say where to write: --out DIR (PNGs, GIFs, sheets), --html FILE, or both")
     progress = _progress_bar()
     try:
         with progress(total=None, desc="reading", unit=" run") as bar:
-            runs, problems = export.load_runs(args.logdir, args.run, on_run=lambda _: bar.update(1))
+            runs, problems = export.load_runs(
+                args.logdir, args.run, on_run=lambda _: bar.update(1), pictures=args.out is not None
+            )
     except export.ExportError as error:
         raise _UsageError(str(error)) from None
     for problem in problems:
@@ -355,6 +386,18 @@ def _export(args: argparse.Namespace) -> int:
     if not selections:
         listing = "; ".join(f"run {r.name!r}: {', '.join(r.layers)}" for r in runs)
         raise _UsageError(f"no layer matches --layer {args.layer[0]!r}; layers in {listing}")
+    if args.html is not None:
+        try:
+            written = export.write_html(
+                args.html, args.logdir, selections, max_bytes=round(args.max_mb * 1e6) or None
+            )
+        except OSError as error:
+            print(f"tbviz export: error: could not write {args.html!r}: {error.strerror or error}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"viewer of {len(selections)} run(s) -> {args.html} ({written / 1e6:.1f} MB)")
+        if args.out is None:
+            return 0
     try:
         export.check_writable(args.out)
     except export.ExportError as error:

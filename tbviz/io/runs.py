@@ -36,17 +36,21 @@ def check_logdir(logdir: str) -> None:
 def run_directories(logdir: str) -> list[str]:
     """Every directory under `logdir` (itself included) that holds event files, sorted.
 
-    Symbolic links to directories are followed (as TensorBoard does), each
-    directory visited once.
+    Symbolic links to directories are followed, as TensorBoard does: a run
+    reached through a link, or through two links, is listed under each path
+    (TensorBoard lists it so); only a link back up the tree is not followed.
     """
-    found, seen = [], set()
+    found = []
+    above: dict[str, frozenset[str]] = {}  # directory -> the real paths of the directories above it
     for directory, subdirs, _ in os.walk(logdir, followlinks=True):
         real = os.path.realpath(directory)
-        if real in seen:  # a link back up the tree, or two links to one place
+        ancestors = above.pop(directory, frozenset())
+        if real in ancestors:  # a cycle
             subdirs.clear()
             continue
-        seen.add(real)
         subdirs.sort()
+        for subdir in subdirs:
+            above[os.path.join(directory, subdir)] = ancestors | {real}
         if event_files(directory):
             found.append(directory)
     return found
