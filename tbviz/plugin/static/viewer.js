@@ -33,7 +33,6 @@
   const LABEL_WIDTH = 232;     // px: the layer column (style.css: .layer-label)
   const CELL_PAD = 10;         // px: around a picture in a grid cell
   const LEVELS = 254;          // palette indices below this are values i / (LEVELS - 1) (tbviz.io.tags)
-  const SEPARATOR_INDEX = 254;
   const NONFINITE_INDEX = 255;
   const VIEWS = ["grid", "slider", "compare", "change"];
   const VIEW_TITLES = {grid: "Layers × epochs", slider: "One slider", compare: "Compare", change: "Change heat map"};
@@ -76,11 +75,11 @@
       numbers: (run, layer) => get("numbers", {run, layer}),
       pictureUrl: (run, layer, step, sample) =>
         "picture?" + new URLSearchParams({run, layer, step, sample, v: tokens.get(run) ?? ""}),
-      // Why a picture did not load: the server's message.
+      // Why a picture did not load: the server's message (null: it loads).
       explain: async (url) => {
         try {
           const response = await fetch(url);
-          return response.ok ? "the picture could not be decoded" : (await response.text()) || `HTTP ${response.status}`;
+          return response.ok ? null : (await response.text()) || `HTTP ${response.status}`;
         } catch (error) {
           return `could not reach the server: ${error.message}`;
         }
@@ -103,7 +102,7 @@
         const png = doc.pictures[run]?.[layer]?.[String(step)]?.[sample];
         return png ? "data:image/png;base64," + png : null;
       },
-      explain: async () => "the picture in this viewer could not be decoded",
+      explain: async (url) => (url ? null : "the picture is not in this viewer"),
     };
   }
 
@@ -145,11 +144,12 @@
   }
 
   // How a picture is shown: an integer enlargement (pixelated) that fills `size`, at least
-  // MIN_DISPLAY px for a small layer; a picture larger than `size` is shrunk to fit.
+  // MIN_DISPLAY px for a small layer; a picture larger than `size` is shrunk to fit (one up
+  // to a quarter larger is shown as logged: shrinking it a little would only blur it).
   function displaySize(width, height, size) {
     const longest = Math.max(width, height, 1);
     let factor = size / longest;
-    if (factor >= 1 || longest < MIN_DISPLAY) {
+    if (factor >= 0.8 || longest < MIN_DISPLAY) {
       factor = Math.min(MAX_FACTOR, Math.max(Math.floor(factor), Math.ceil(MIN_DISPLAY / longest)));
     }
     return {width: Math.max(1, Math.round(width * factor)), height: Math.max(1, Math.round(height * factor)), factor};
@@ -209,67 +209,115 @@
     return context.getImageData(0, 0, canvas.width, canvas.height);
   }
 
-  const paletteMaps = new Map();  // palette (hex list) -> Map(rgb -> index)
-
-  function paletteMap(palette) {
-    if (!paletteMaps.has(palette)) {
-      const map = new Map();
-      palette.forEach((hex, index) => {
-        const rgb = parseInt(hex.slice(1), 16);
-        if (!map.has(rgb)) map.set(rgb, index);  // a value before a separator of the same colour
-      });
-      paletteMaps.set(palette, map);
+  // The bytes behind a picture's URL (a data: URL is decoded here: no request at all).
+  async function pictureBytes(url) {
+    if (url.startsWith("data:")) {
+      const text = atob(url.slice(url.indexOf(",") + 1));
+      const bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+      return bytes;
     }
-    return paletteMaps.get(palette);
+    const response = await fetch(url);
+    if (!response.ok) throw new Error("not loaded");
+    return new Uint8Array(await response.arrayBuffer());
+  }
+
+  // The palette indices of an 8-bit, non-interlaced palette PNG (tbviz's pictures), read
+  // exactly: {width, height, indices}; null for any other PNG.
+  async function paletteIndices(bytes) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let width = 0, height = 0, offset = 8;
+    const parts = [];
+    while (offset + 8 <= bytes.length) {
+      const length = view.getUint32(offset);
+      const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
+      const data = bytes.subarray(offset + 8, offset + 8 + length);
+      if (type === "IHDR") {
+        width = view.getUint32(offset + 8);
+        height = view.getUint32(offset + 12);
+        if (data[8] !== 8 || data[9] !== 3 || data[12] !== 0) return null;  // depth, colour type, interlace
+      } else if (type === "IDAT") {
+        parts.push(data);
+      }
+      offset += 12 + length;
+    }
+    if (!width || !parts.length || typeof DecompressionStream === "undefined") return null;
+    const inflated = new Uint8Array(await new Response(new Blob(parts).stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer());
+    const indices = new Uint8Array(width * height);
+    for (let y = 0; y < height; y++) {
+      const filter = inflated[y * (width + 1)];
+      const row = inflated.subarray(y * (width + 1) + 1, (y + 1) * (width + 1));
+      const out = indices.subarray(y * width, (y + 1) * width);
+      const up = y > 0 ? indices.subarray((y - 1) * width, y * width) : new Uint8Array(width);
+      for (let x = 0; x < width; x++) {
+        const a = x > 0 ? out[x - 1] : 0, b = up[x], c = x > 0 ? up[x - 1] : 0;
+        let predictor = 0;
+        if (filter === 1) predictor = a;
+        else if (filter === 2) predictor = b;
+        else if (filter === 3) predictor = (a + b) >> 1;
+        else if (filter === 4) {
+          const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+          predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+        }
+        out[x] = (row[x] + predictor) & 255;
+      }
+    }
+    return {width, height, indices};
   }
 
   // A picture's normalised values in [0, 1], which pixels are real (not a separator, not
-  // NaN/Inf) and which are NaN/Inf. tbviz's palette PNGs' colours are read back to their
-  // palette indices (index i < LEVELS is i / (LEVELS - 1)); a colour in no palette (a
-  // colour image, another writer's picture) counts by its grey level.
-  function values(data, palette) {
+  // NaN/Inf) and which are NaN/Inf. A tbviz palette PNG's indices are its values (index
+  // i < LEVELS is i / (LEVELS - 1): tbviz.io.tags); any other picture (a colour image)
+  // counts by its grey level.
+  async function values(url) {
+    const bytes = await pictureBytes(url);
+    const decoded = await paletteIndices(bytes).catch(() => null);
+    if (decoded) {
+      const count = decoded.width * decoded.height;
+      const value = new Float32Array(count), real = new Uint8Array(count), nonfinite = new Uint8Array(count);
+      for (let i = 0; i < count; i++) {
+        const index = decoded.indices[i];
+        if (index < LEVELS) {
+          value[i] = index / (LEVELS - 1);
+          real[i] = 1;
+        } else {
+          nonfinite[i] = index === NONFINITE_INDEX ? 1 : 0;
+        }
+      }
+      return {value, real, nonfinite, width: decoded.width, height: decoded.height};
+    }
+    const data = pixels(await loadImage(url));
     const count = data.width * data.height;
     const value = new Float32Array(count);
-    const real = new Uint8Array(count);
-    const nonfinite = new Uint8Array(count);
-    const map = palette ? paletteMap(palette) : null;
-    const px = data.data;
-    for (let i = 0; i < count; i++) {
-      const r = px[4 * i], g = px[4 * i + 1], b = px[4 * i + 2];
-      const index = map ? map.get((r << 16) | (g << 8) | b) : undefined;
-      if (index === undefined) {
-        value[i] = (r + g + b) / 765;
-        real[i] = 1;
-      } else if (index < LEVELS) {
-        value[i] = index / (LEVELS - 1);
-        real[i] = 1;
-      } else {
-        nonfinite[i] = index === NONFINITE_INDEX ? 1 : 0;
-      }
-    }
-    return {value, real, nonfinite, width: data.width, height: data.height};
+    for (let i = 0; i < count; i++) value[i] = (data.data[4 * i] + data.data[4 * i + 1] + data.data[4 * i + 2]) / 765;
+    return {value, real: new Uint8Array(count).fill(1), nonfinite: new Uint8Array(count), width: data.width, height: data.height};
   }
 
-  // The difference picture B − A of two logged pictures, scaled to its own range ±max|B − A|:
-  // {url, max, mean (of |B − A| over the pixels real in both), width, height}.
-  async function difference(urlA, urlB, paletteA, paletteB, colours) {
-    const [imageA, imageB] = await Promise.all([loadImage(urlA), loadImage(urlB)]);
-    const a = values(pixels(imageA), paletteA);
-    const b = values(pixels(imageB), paletteB);
+  // The difference picture B − A of two logged pictures, on its own range: {url, range (the
+  // 99th percentile of |B − A|: ±range are the ramp's ends), max, mean (of |B − A|), width,
+  // height}, over the pixels real in both (not separators, not NaN/Inf).
+  async function difference(urlA, urlB, colours) {
+    const [a, b] = await Promise.all([values(urlA), values(urlB)]);
     if (a.width !== b.width || a.height !== b.height) {
       throw new Error(`cannot compare: the pictures differ in size (A ${a.width}×${a.height}, B ${b.width}×${b.height} pixels): the layer was pictured with other settings`);
     }
     const count = a.width * a.height;
     const delta = new Float32Array(count);
-    let max = 0, sum = 0, real = 0;
+    const magnitudes = [];
+    let sum = 0;
     for (let i = 0; i < count; i++) {
       if (a.real[i] && b.real[i]) {
         delta[i] = b.value[i] - a.value[i];
-        max = Math.max(max, Math.abs(delta[i]));
+        magnitudes.push(Math.abs(delta[i]));
         sum += Math.abs(delta[i]);
-        real++;
       }
     }
+    // Its own range: the 99th percentile of |B − A| (a few extreme pixels beyond it are drawn
+    // at full colour), so that a change spread over the picture shows, not only the largest.
+    magnitudes.sort((x, y) => x - y);
+    const real = magnitudes.length;
+    const top = real ? magnitudes[real - 1] : 0;
+    const range = real ? magnitudes[Math.min(real - 1, Math.floor(0.99 * real))] || top : 0;
     const canvas = document.createElement("canvas");
     canvas.width = a.width;
     canvas.height = a.height;
@@ -283,14 +331,14 @@
       let rgb;
       if (a.nonfinite[i] || b.nonfinite[i]) rgb = magenta;
       else if (!(a.real[i] && b.real[i])) rgb = separator;
-      else rgb = ramp[Math.round(middle + (max > 0 ? (delta[i] / max) * middle : 0))];
+      else rgb = ramp[Math.round(middle + (range > 0 ? Math.max(-1, Math.min(1, delta[i] / range)) * middle : 0))];
       out.data[4 * i] = rgb >> 16;
       out.data[4 * i + 1] = (rgb >> 8) & 255;
       out.data[4 * i + 2] = rgb & 255;
       out.data[4 * i + 3] = 255;
     }
     context.putImageData(out, 0, 0);
-    return {url: canvas.toDataURL("image/png"), max, mean: real ? sum / real : 0, width: a.width, height: a.height};
+    return {url: canvas.toDataURL("image/png"), range, max: top, mean: real ? sum / real : 0, width: a.width, height: a.height};
   }
 
   // ---------------------------------------------------------------- one viewer
@@ -576,7 +624,7 @@
 
     // A picture that did not load shows why: the server's message, not a broken image.
     async function explainFailure(image, url) {
-      const reason = await source.explain(url);
+      const reason = (await source.explain(url)) ?? "the picture could not be decoded";
       if (!image.isConnected) return;
       image.replaceWith(el("span", {className: "failed", text: `picture not shown: ${reason}`}));
     }
@@ -701,13 +749,18 @@
       }
 
       function draw(data) {
-        const {chosen, every, size: target} = layout(data);
         const layers = visibleLayers(data);
+        const {chosen, every, size: planned} = layout(data);
+        // The column is as wide as its widest picture: the others are enlarged to fill it too.
+        const target = Math.max(planned, ...layers.map((l) => {
+          const shown = pictureSize(l, planned);
+          return Math.max(shown.width, shown.height);
+        }));
         summary.textContent = `${layerCount(data, layers)} × ${plural(data.steps.length, "logged epoch")}; ${chosen.length} columns: ` +
           `${every === 1 ? "every logged epoch" : `one every ${every} logged epochs, and the last`}.`;
         stride.max = String(Math.max(1, data.steps.length));
         if (document.activeElement !== stride) stride.value = String(state.stride);
-        size.show(target);
+        size.show(planned);
         const table = el("table", {className: "grid", id: "grid"});
         table.append(el("thead", {}, el("tr", {}, el("th", {className: "corner", text: "layer"}),
           ...chosen.map((s) => el("th", {text: `epoch ${epochNumber(s)}`, "data-step": s})))));
@@ -787,13 +840,22 @@
           image.dataset.layer = layer.name;
           image.dataset.factor = String(shown.factor);
           image.addEventListener("click", () => openZoom({run: data.run, layer: layer.name, step: Number(image.dataset.step)}));
-          image.addEventListener("error", () => { if (image.src) explainFailure(image, image.src); });
+          image.addEventListener("error", async () => {
+            // This picture stays (the slider moves on to others): hidden, with the reason beside it.
+            const url = image.getAttribute("src");
+            const reason = (await source.explain(url)) ?? "the picture could not be decoded";
+            if (image.getAttribute("src") !== url) return;
+            image.hidden = true;
+            note.textContent = `picture not shown: ${reason}`;
+            note.className = "failed";
+          });
           const note = el("span", {className: "missing"});
           const figure = el("figure", {className: isProbeRow(layer) ? "probe-row" : null}, layerLabel(data, layer, {compact: true}), image, note);
           return {figure, show: (step) => {
             const ok = hasPicture(layer, step);
             const url = ok ? source.pictureUrl(data.run, layer.name, step, state.probe) : null;
             image.hidden = !url;
+            note.className = "missing";
             note.textContent = url ? "" : `not logged at epoch ${epochNumber(step)}`;
             if (url) {
               image.dataset.step = String(step);
@@ -845,7 +907,7 @@
         const layers = visibleLayers(data).filter((l) => dataB.byName.has(l.name));
         const fixed = layers.length > 0 && layers.every((l) => l.infoAt.get(c.stepA)?.normalize === "fixed" && dataB.byName.get(l.name).infoAt.get(c.stepB)?.normalize === "fixed");
         explanation.textContent =
-          "B − A of the normalised pictures (each pixel's value in [0, 1], as coloured), drawn on its own range: red where B is higher, blue where it is lower, white where equal; mean |B − A| under each. " +
+          "B − A of the normalised pictures (each pixel's value in [0, 1], as coloured), drawn on its own range (the ramp's ends: the 99th percentile of |B − A|): red where B is higher, blue where it is lower, white where equal; mean |B − A| under each. " +
           (fixed
             ? "These layers were logged with normalize=\"fixed\" (one scale for every epoch): the difference shows where the pattern changed and how much the activations grew or shrank."
             : "Pictures logged with normalize=\"map\" or \"layer\" each have their own scale, so the difference shows where the pattern changed, not how much the activations changed in size (normalize=\"fixed\" shows that; the Change view measures it).");
@@ -867,7 +929,7 @@
           const infoA = layer.infoAt.get(c.stepA);
           const infoB = other.infoAt.get(c.stepB);
           const unlike = settingsDiffer(infoA, infoB);
-          if (okA && okB) drawDifference(cell, data, dataB, layer, other, target, infoA, infoB);
+          if (okA && okB) drawDifference(cell, data, dataB, layer, other, target);
           else cell.append(el("span", {className: "missing", text: "—"}));
           if (unlike) cell.append(el("p", {className: "notice-inline", text: `A and B were pictured differently (${unlike}): the difference mixes two scales.`}));
           return el("tr", {}, el("th", {className: "layer", scope: "row"}, layerLabel(data, layer)), el("td", {}, a), el("td", {}, b), cell);
@@ -895,7 +957,7 @@
         .map((k) => `${k} ${JSON.stringify(a[k])} / ${JSON.stringify(b[k])}`).join(", ");
     }
 
-    async function drawDifference(cell, dataA, dataB, layerA, layerB, target, infoA, infoB) {
+    async function drawDifference(cell, dataA, dataB, layerA, layerB, target) {
       const c = state.compare;
       const urlA = source.pictureUrl(dataA.run, layerA.name, c.stepA, state.probe);
       const urlB = source.pictureUrl(dataB.run, layerB.name, c.stepB, state.probe);
@@ -904,10 +966,13 @@
       let result;
       try {
         if (!urlA || !urlB) throw new Error("a picture is not in this viewer");
-        result = await difference(urlA, urlB, dataA.palettes?.[infoA?.cmap], dataB.palettes?.[infoB?.cmap], dataA.difference);
+        result = await difference(urlA, urlB, dataA.difference);
       } catch (error) {
         let reason = error.message;
-        if (reason === "not loaded") reason = (await source.explain(urlA)) + " / " + (await source.explain(urlB));
+        if (reason === "not loaded") {
+          const reasons = (await Promise.all([urlA, urlB].map((url) => source.explain(url)))).filter((r) => r);
+          reason = reasons.join(" / ") || "the pictures could not be decoded";
+        }
         waiting.replaceWith(el("span", {className: "failed", text: reason}));
         return;
       }
@@ -917,13 +982,15 @@
         width: shown.width, height: shown.height, src: result.url});
       image.dataset.layer = layerA.name;
       image.dataset.mean = String(result.mean);
+      image.dataset.range = String(result.range);
       image.dataset.max = String(result.max);
       image.addEventListener("click", () => openZoom({url: result.url, caption, width: result.width, height: result.height}));
       const ramp = el("span", {className: "colour-bar"});
       ramp.style.background = gradient(dataA.difference.palette);
-      const range = formatNumber(result.max);
+      const range = formatNumber(result.range);
+      ramp.title = `B − A from −${range} (blue) to +${range} (red), the 99th percentile of |B − A|; largest |B − A| ${formatNumber(result.max)}`;
       const legend = el("div", {className: "difference-legend"},
-        el("span", {className: "colour-legend"}, el("span", {text: result.max ? `−${range}` : "0"}), ramp, el("span", {text: result.max ? `+${range}` : "0"})),
+        el("span", {className: "colour-legend"}, el("span", {text: result.range ? `−${range}` : "0"}), ramp, el("span", {text: result.range ? `+${range}` : "0"})),
         el("span", {className: "mean", text: `mean |B − A| = ${formatNumber(result.mean)}`}));
       waiting.replaceWith(image, legend);
     }
@@ -1105,5 +1172,5 @@
     return mount(container, embeddedSource(doc), {mode: host.dataset.mode ?? "embedded", key: host.dataset.key});
   }
 
-  globalThis.tbvizViewer = {mount, mountEmbedded, serverSource, embeddedSource, epochNumber, describe, displaySize};
+  globalThis.tbvizViewer = {mount, mountEmbedded, serverSource, embeddedSource, epochNumber, describe, displaySize, difference};
 })();
