@@ -38,7 +38,7 @@ pytestmark = pytest.mark.backend_independent  # not about the Keras backend: run
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-VIEWER_JS = Path(__file__).resolve().parent.parent / "tbviz" / "plugin" / "static" / "viewer.js"
+PICTURES_JS = Path(__file__).resolve().parent.parent / "tbviz" / "plugin" / "static" / "pictures.js"
 
 
 def test_the_tab_reads_the_demo_large_labelled_numbered_as_keras_with_zoom_compare_and_heat_map(
@@ -308,7 +308,7 @@ def test_on_a_big_log_the_header_layer_column_and_slider_stay_and_failures_say_w
         assert [(t["layer"], t["step"], t["sample"]) for t in thumbs] == [
             (["image"], [str(STEPS[-1])], [str(p)]) for p in range(3)
         ]
-        assert first and all(i["factor"] >= 4 for i in first)  # 32 px: enlarged
+        assert first and all(i["width"] >= 3 * 32 and i["rendering"] == "pixelated" for i in first)  # enlarged
         with Image.open(io.BytesIO(server.get(f"/data/plugin/activations/{page['probes'][0]['thumb']}")[2])) as input_png:
             assert input_png.mode == "RGB" and input_png.size == (32, 32)
         # The picture the server could not read back: its message, not a broken image.
@@ -360,7 +360,7 @@ def test_the_page_difference_is_b_minus_a_of_the_normalised_values(tmp_path, mon
     over the pixels real in both; pictures of different sizes are refused with a message."""
     monkeypatch.setenv("SE_OFFLINE", "true")
     page = tmp_path / "page.html"
-    page.write_text(f"<!doctype html><meta charset='utf-8'><script>{VIEWER_JS.read_text()}</script>")
+    page.write_text(f"<!doctype html><meta charset='utf-8'><script>{PICTURES_JS.read_text()}</script>")
     browser = chromium(tmp_path / "profile", offline=True)
     try:
         browser.get(page.as_uri())

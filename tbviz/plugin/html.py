@@ -1,7 +1,7 @@
 """The viewer as one self-contained piece of HTML: notebooks (`tbviz.show`, the live view) and reports.
 
-The same page as the ACTIVATIONS tab -- ``static/viewer.js`` and
-``static/style.css``, inlined -- fed by embedded data instead of the plugin's
+The same page as the ACTIVATIONS tab -- ``static/pictures.js``, ``viewer.js``
+and ``style.css``, inlined -- fed by embedded data instead of the plugin's
 routes: each run's answer (`tbviz.plugin.viewdata.run_answer`), each layer's
 numbers, and the logged PNGs as base64 text in one JSON block. No server, no
 network, no kernel: it works from a saved notebook, nbconvert's HTML or a
@@ -33,7 +33,14 @@ from tbviz.plugin import viewdata
 from tbviz.plugin.logs import Run
 
 #: The page's files (``static/``) as the tab serves them, with their content types.
-STATIC = {"/index.js": "text/javascript", "/viewer.js": "text/javascript", "/style.css": "text/css"}
+STATIC = {
+    "/index.js": "text/javascript",
+    "/pictures.js": "text/javascript",
+    "/viewer.js": "text/javascript",
+    "/style.css": "text/css",
+}
+#: The viewer's scripts, in the order they run (index.js imports them so in the tab).
+SCRIPTS = ("pictures.js", "viewer.js")
 #: The budget of `tbviz.show` and the notebook's live view: the demo's 20 epochs hold about 2 MB.
 NOTEBOOK_MAX_BYTES = 10_000_000
 #: The budget of ``tbviz export --html``.
@@ -216,10 +223,10 @@ def fragment(data: dict[str, Any], *, page: bool = False, key: str | None = None
     replaces it (the live view, each epoch).
     """
     element = "tbviz-" + uuid.uuid4().hex[:12]
-    code = static_file("viewer.js")
+    code = "\n".join(static_file(name) for name in SCRIPTS)
     css = static_file("style.css")
     if "</script" in code.lower() or "</style" in css.lower():
-        raise AssertionError("static/viewer.js or style.css would end its inline element")
+        raise AssertionError("a script or style.css of static/ would end its inline element")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     attributes = f' data-key="{html.escape(key)}"' if key else ""
     return (

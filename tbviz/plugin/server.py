@@ -10,7 +10,7 @@ back from the event file.
 
 Routes, under ``/data/plugin/activations``:
 
-    /index.js, /viewer.js, /style.css
+    /index.js, /pictures.js, /viewer.js, /style.css
                             the page (static files of this package)
     /runs                   {"runs": [name, ...], "versions": {name: version},
                             "notices": [...]}; a run's version changes

@@ -1,8 +1,9 @@
 // The ACTIVATIONS tab of TensorBoard: tbviz's viewer (viewer.js), fed by this plugin's routes.
 //
 // TensorBoard loads this ES module in an iframe and calls render(). The viewer
-// itself is viewer.js, the same code the notebook and HTML viewers inline; it sets
-// globalThis.tbvizViewer when imported.
+// itself is pictures.js and viewer.js, the same code the notebook and HTML viewers
+// inline; imported in this order, they set globalThis.tbvizViewer.
+import "./pictures.js";
 import "./viewer.js";
 
 export async function render() {
