@@ -504,16 +504,19 @@
         : "Layer health: no findings"});
       if (!findings.length) return [title];
       const list = el("ul", {id: "findings-list"});
+      // Each finding as tbviz report prints it (tbviz.io.reader.Judged): `since` and `until` are
+      // epochs as Keras prints them, `since_step` and `until_step` TensorBoard's steps.
       for (const f of findings) {
-        const when = f.ongoing ? `since epoch ${epochNumber(f.since)}` : `epochs ${epochNumber(f.since)}–${epochNumber(f.until)}`;
+        const when = f.ongoing ? `since epoch ${f.since}` : `epochs ${f.since}–${f.until}`;
+        const detail = f.message ? f.message.slice(f.message.indexOf(": ") + 2) : f.detail;
         const button = el("button", {type: "button", className: `finding ${f.severity}`,
           title: "Compare this layer's epoch before the onset with the onset",
           onclick: () => showOnset(data, f)},
         el("span", {className: "severity", text: f.severity}),
-        el("strong", {text: f.layer}), ` ${f.kind} ${when}: ${f.detail}`);
+        el("strong", {text: f.layer}), ` ${f.kind} ${when}: ${detail}`);
         button.dataset.layer = f.layer;
         button.dataset.kind = f.kind;
-        button.dataset.since = String(f.since);
+        button.dataset.since = String(f.since_step);
         list.append(el("li", {}, button));
       }
       return [title, list];
@@ -522,9 +525,9 @@
     function showOnset(data, finding) {
       const layer = data.byName.get(finding.layer);
       const steps = layer ? layer.steps : data.steps;
-      const at = steps.indexOf(finding.since);
-      const before = at > 0 ? steps[at - 1] : finding.since;
-      compareLayer(data, finding.layer, before, finding.since);
+      const at = steps.indexOf(finding.since_step);
+      const before = at > 0 ? steps[at - 1] : finding.since_step;
+      compareLayer(data, finding.layer, before, finding.since_step);
     }
 
     // Compare: one layer, two epochs of the run. The filter it sets is shown (and cleared) in the bar.
