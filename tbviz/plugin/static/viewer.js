@@ -452,7 +452,7 @@
       if (!url) return el("span", {className: "missing", text: "not in this viewer"});
       const image = el("img", {
         loading: "lazy", decoding: "async", alt: caption, title: caption,
-        width: shown.width, height: shown.height, className: shown.factor >= 1 ? "pixelated" : "smooth", ...extra,
+        width: shown.width, height: shown.height, "data-render": shown.factor >= 1 ? "pixelated" : "smooth", ...extra,
       });
       image.dataset.layer = layer.name;
       image.dataset.step = String(step);
@@ -680,7 +680,7 @@
         size.show(target);
         rows = visibleLayers(data).map((layer) => {
           const shown = pictureSize(layer, target);
-          const image = el("img", {alt: layer.name, width: shown.width, height: shown.height, className: shown.factor >= 1 ? "pixelated" : "smooth"});
+          const image = el("img", {alt: layer.name, width: shown.width, height: shown.height, "data-render": shown.factor >= 1 ? "pixelated" : "smooth"});
           image.dataset.layer = layer.name;
           image.dataset.factor = String(shown.factor);
           image.addEventListener("click", () => openZoom({run: data.run, layer: layer.name, step: Number(image.dataset.step)}));
@@ -822,9 +822,10 @@
       }
       const shown = displaySize(result.width, result.height, target);
       const caption = `${layerA.name} · B − A: epoch ${epochNumber(c.stepB)} − epoch ${epochNumber(c.stepA)} · probe ${state.probe}`;
-      const image = el("img", {className: `difference ${shown.factor >= 1 ? "pixelated" : "smooth"}`, alt: caption, title: caption,
+      const image = el("img", {className: "difference", "data-render": shown.factor >= 1 ? "pixelated" : "smooth", alt: caption, title: caption,
         width: shown.width, height: shown.height, src: result.url});
       image.dataset.layer = layerA.name;
+      image.dataset.step = String(c.stepB);
       image.dataset.mean = String(result.mean);
       image.dataset.range = String(result.range);
       image.dataset.max = String(result.max);
@@ -966,7 +967,7 @@
         const shown = displaySize(z.width, z.height, Math.min(room.width, room.height));
         box.replaceChildren(el("figure", {},
           el("div", {className: "zoom-head"}, el("span", {className: "caption", text: z.caption}), close),
-          el("img", {src: z.url, alt: z.caption, width: shown.width, height: shown.height, className: shown.factor >= 1 ? "pixelated" : "smooth"})));
+          el("img", {src: z.url, alt: z.caption, width: shown.width, height: shown.height, "data-render": shown.factor >= 1 ? "pixelated" : "smooth"})));
         return;
       }
       const data = state.data.get(z.run ?? state.run);
@@ -983,7 +984,7 @@
       const url = hasPicture(layer, z.step) ? source.pictureUrl(data.run, layer.name, z.step, state.probe) : null;
       const shown = displaySize(layer.width, layer.height, Math.min(room.width, room.height));
       const image = url
-        ? el("img", {src: url, alt: caption.textContent, width: shown.width, height: shown.height, className: shown.factor >= 1 ? "pixelated" : "smooth", id: "zoom-image"})
+        ? el("img", {src: url, alt: caption.textContent, width: shown.width, height: shown.height, "data-render": shown.factor >= 1 ? "pixelated" : "smooth", id: "zoom-image"})
         : el("span", {className: "missing", text: "not logged at this epoch"});
       if (url) {
         image.dataset.step = String(z.step);
