@@ -69,6 +69,7 @@ return {
   layerNames: all('th.layer .name, figcaption, .layer-label .name').map((node) => node.textContent),
   notices: all('#notices li').map((node) => node.textContent),
   failed: all('.failed').map((node) => node.textContent),
+  inlineNotices: all('.notice-inline').map((node) => node.textContent),
   injected: document.querySelectorAll('img[src="x"]').length,
   boxes: {scroll: box(root.querySelector('.scroll')), controls: box(root.querySelector('.controls-bar')),
     header: box(root.querySelector('#grid thead th:nth-child(2)')),

@@ -232,9 +232,9 @@ BLOCKS = 35
 STEPS = range(6)
 
 
-def _maps_info(channels: int, cell: int, grid: tuple[int, int]) -> LayerInfo:
+def _maps_info(channels: int, cell: int, grid: tuple[int, int], normalize: str = "map") -> LayerInfo:
     return LayerInfo("Conv2D", (cell, cell, channels), "maps", channels, grid[0] * grid[1], grid,
-                     (cell, cell), "map", 1.0, "viridis", (8, 8), 3)  # fmt: skip
+                     (cell, cell), normalize, 1.0, "viridis", (8, 8), 3)  # fmt: skip
 
 
 def _maps_picture(rng, cell: int, grid: tuple[int, int], samples: int = 3) -> np.ndarray:
@@ -248,8 +248,8 @@ def _maps_picture(rng, cell: int, grid: tuple[int, int], samples: int = 3) -> np
 
 
 def write_big_log(log_dir: Path) -> None:
-    """An RGB input, 35 conv blocks and a layer whose picture changes size at step 4 (a run
-    resumed with other settings), 6 steps, through tbviz's own writer."""
+    """An RGB input, 35 conv blocks and a layer whose picture changes size and normalisation at
+    step 4 (a run resumed with other settings), 6 steps, through tbviz's own writer."""
     rng = np.random.default_rng(0)
     writer = RunWriter(str(log_dir))
     viridis = png.palette("viridis")
@@ -264,8 +264,9 @@ def write_big_log(log_dir: Path) -> None:
                 f"block{block:02d}", _maps_picture(rng, 12, (4, 4)), viridis, info=_maps_info(16, 12, (4, 4)),
                 scalars={tags.MEAN: 0.1 * step + block, tags.STD: 1.0 + step},
             ))  # fmt: skip
-        cell = 10 if step < 4 else 12
-        records.append(LayerRecord("resized", _maps_picture(rng, cell, (2, 2)), viridis, info=_maps_info(4, cell, (2, 2))))
+        cell, normalize = (10, "map") if step < 4 else (12, "layer")
+        records.append(LayerRecord("resized", _maps_picture(rng, cell, (2, 2)), viridis,
+                                   info=_maps_info(4, cell, (2, 2), normalize)))  # fmt: skip
         writer.write_epoch(step, records)
     writer.close()
 
@@ -347,6 +348,9 @@ def test_on_a_big_log_the_header_layer_column_and_slider_stay_and_failures_say_w
         unreadable, mismatch = page["failed"]
         assert unreadable.startswith("tbviz activations: the picture is no longer readable")
         assert mismatch.startswith("cannot compare: the pictures differ in size (A 21×21, B 25×25 pixels)")
+        assert page["inlineNotices"] == [
+            'A and B were pictured differently (normalize "map" / "layer"): the difference mixes two scales.'
+        ]
         assert severe_errors(browser) == [] or all("404" in e["message"] for e in severe_errors(browser))
     finally:
         if browser is not None:

@@ -134,7 +134,7 @@ def test_run_answer_holds_the_labels_palettes_and_probes_the_page_draws(board, l
     logged = read_run(str(logdir / "exp1" / "activations"))
     for layer in data["layers"]:
         assert layer["info"] == json.loads(json.dumps(dataclasses.asdict(logged.info(layer["name"]))))
-        assert layer["infos"] == [layer["info"]] and layer["info_at"] == [0, 0, 0]
+        assert "infos" not in layer and "info_at" not in layer  # pictured the same at every step
     assert data["probes"] == [0, 1, 2]
     with Image.open(io.BytesIO(logged.images["feature_maps/conv_a"][0].pngs[0])) as picture:
         colours = np.asarray(picture.getpalette()[:768]).reshape(256, 3)

@@ -6,7 +6,8 @@ HTML viewers embed it (`tbviz.plugin.html`). Per layer, in model order: its
 logged steps, picture count and size, how its pictures were made (the
 `tbviz.io.tags.LayerInfo` fields, for the row labels and the colour bar),
 its ``change/<layer>`` values and their heat-map colours, the health
-findings holding at each step. For the run: its findings, the colour maps'
+findings holding at each step; ``infos`` and ``info_at`` (which of them holds
+at each step) only for a layer pictured with other settings at some steps. For the run: its findings, the colour maps'
 palettes (colour bars, and reading a picture's values back for the
 difference picture), notices. A layer's numbers at each step (mean, std,
 health scalars...) are a second, per-layer answer, `layer_numbers`, which
@@ -32,8 +33,10 @@ NUMBER_KINDS = (
     tags.MEAN, tags.STD, tags.ZERO_FRACTION, tags.RMS, tags.DEAD_CHANNELS, tags.SATURATION,
     tags.NONFINITE, tags.CHANGE,
 )  # fmt: skip
+#: The tag kinds `run_answer` reads.
+ANSWER_KINDS = (tags.IMAGE, tags.LAYER, tags.HEALTH, tags.CHANGE)
 #: The tag kinds the viewers read (histograms are left on disk).
-KINDS = (tags.IMAGE, tags.LAYER, tags.HEALTH, *NUMBER_KINDS)
+KINDS = (*ANSWER_KINDS, *(kind for kind in NUMBER_KINDS if kind not in ANSWER_KINDS))
 #: The colour map of the difference picture (B - A): blue lower, white equal, red higher
 #: (255 colours: 0 has the middle one); separators light grey, NaN/Inf magenta.
 DIFFERENCE_CMAP = "RdBu_r"
@@ -124,8 +127,8 @@ def _layer_answer(
         "description": result.descriptions.get(tags.tag(tags.IMAGE, layer), ""),
         "normalize": last_info.normalize if last_info else None,
         "info": dataclasses.asdict(last_info) if last_info else None,
-        "infos": infos,
-        "info_at": info_at,
+        # only for a layer pictured differently at some steps (a resumed run with other settings)
+        **({"infos": infos, "info_at": info_at} if len(infos) > 1 else {}),
         "change": [_number(changes.get(step)) for step in logged],
         "change_colour": [hex_colour(heat.colour(changes.get(step))) for step in logged],
         # the findings that hold at each step: [{"kind", "severity"}, ...]
