@@ -122,6 +122,9 @@ def test_the_tab_reads_the_demo_large_labelled_numbered_as_keras_with_zoom_compa
 
         # A probe image is chosen with its button; the layer list can be filtered, visibly.
         browser.find_element(By.CSS_SELECTOR, "#probe button[data-probe='1']").click()
+        page = wait(browser, lambda p: all("sample=1" in i["src"] for i in p["grid"]), "probe 1")
+        assert [b["pressed"] for b in page["probes"]] == ["false", "true", "false", "false"]
+        assert page["focused"] == "probe"  # the button pressed keeps the focus
         browser.find_element(By.ID, "filter").send_keys("conv")
         page = wait(browser, lambda p: {i["layer"] for i in p["grid"]} == {"conv1", "conv2"}
                     and all("sample=1" in i["src"] and i["loaded"] for i in p["grid"]), "probe 1, conv only")  # fmt: skip
@@ -169,6 +172,8 @@ def test_the_tab_reads_the_demo_large_labelled_numbered_as_keras_with_zoom_compa
         page = wait(browser, lambda p: len(p["differences"]) == layers and all(i["loaded"] for i in p["differences"]),
                     "the difference pictures")  # fmt: skip
         assert page["compareColumns"][1:3] == ["A: mnist/activations, epoch 1", f"B: mnist/activations, epoch {epochs}"]
+        # One run selector: A's run is the bar's (Compare adds B's only).
+        assert browser.find_elements(By.ID, "run-a") == [] and browser.find_elements(By.ID, "run-b")
         assert "B − A of the normalised pictures" in page["explanation"]
         assert "where the pattern changed" in page["explanation"]
         for image, legend in zip(page["differences"], page["differenceLegends"], strict=True):

@@ -420,8 +420,11 @@
       if (!probes.includes(state.probe)) state.probe = probes[0] ?? 0;
       const input = data.probeLayer;
       const last = input ? input.steps[input.steps.length - 1] : null;
-      const key = JSON.stringify([data.run, data.token ?? "", probes, last, state.probe]);
-      if (ui.probe.dataset.key === key) return;
+      const key = JSON.stringify([data.run, data.token ?? "", probes, last]);
+      if (ui.probe.dataset.key === key) {  // the same buttons (one may have the focus): mark the chosen one
+        for (const button of ui.probe.children) button.setAttribute("aria-pressed", String(button.dataset.probe === String(state.probe)));
+        return;
+      }
       ui.probe.dataset.key = key;
       ui.probe.replaceChildren(...probes.map((p) => {
         const button = el("button", {type: "button", className: "probe", "data-probe": p, "aria-pressed": String(p === state.probe),
