@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import google_crc32c
 
+from tbviz.io import fs
+
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 HEADER = struct.Struct("<QI")  # data length, masked CRC of the length's 8 bytes
@@ -58,7 +60,8 @@ def header_at(data, offset: int, size: int) -> int | None:
 def records(
     path: str, cursor: list[int], problems: list[str], tail: list[str]
 ) -> Iterator[tuple[int, bytes]]:
-    """The intact records of one file from byte ``cursor[0]``, as ``(offset, data)``.
+    """The intact records of one file (a local path or a URL) from byte ``cursor[0]``, as
+    ``(offset, data)``.
 
     A record whose data fails its checksum is skipped and reading goes on
     after it; after a damaged header, reading resumes at the next intact
@@ -67,48 +70,60 @@ def records(
     ``cursor[0]`` follows the reading: in the end, it is where to resume once
     the file has grown.
     """
+    if fs.is_url(path):  # an object is read whole from the cursor on: one request
+        start = cursor[0]
+        whole = fs.read(path, start)
+        yield from _scan(path, whole, start, start + len(whole), cursor, problems, tail)
+        return
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size <= cursor[0]:
             return
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            offset = cursor[0]
-            while offset < size:
-                cursor[0] = offset
-                length = header_at(data, offset, size)
-                if length is None:
-                    if size - offset < HEADER.size + FOOTER.size or (
-                        HEADER.unpack_from(data, offset)[1]
-                        == masked_crc32c(data[offset : offset + 8])
-                    ):
-                        tail.append(
-                            f"{path}: ends inside a record at byte {offset} (truncated, or still "
-                            f"being written); skipped its last {size - offset} bytes"
-                        )
-                        return
-                    resume = offset + 1
-                    while resume < size and header_at(data, resume, size) is None:
-                        resume += 1
-                    problems.append(
-                        f"{path}: damaged record header at byte {offset}; skipped "
-                        f"{resume - offset} bytes"
-                        + (" to the end of the file" if resume >= size else f" up to byte {resume}")
-                    )
-                    offset = resume
-                    continue
-                begin = offset + HEADER.size
-                end = begin + length
-                record = data[begin:end]
-                (data_crc,) = FOOTER.unpack_from(data, end)
-                if masked_crc32c(record) != data_crc:
-                    problems.append(
-                        f"{path}: corrupted record at byte {offset} (checksum mismatch); "
-                        f"skipped it ({length} bytes)"
-                    )
-                else:
-                    yield offset, record
-                offset = end + FOOTER.size
-            cursor[0] = offset
+            yield from _scan(path, data, 0, size, cursor, problems, tail)
+
+
+def _scan(
+    path: str, data, base: int, size: int, cursor: list[int], problems: list[str], tail: list[str]
+) -> Iterator[tuple[int, bytes]]:
+    """`records` over `data`, which holds the file's bytes from offset `base` to `size`."""
+    offset = cursor[0]
+    while offset < size:
+        cursor[0] = offset
+        at = offset - base
+        length = header_at(data, at, size - base)
+        if length is None:
+            if size - offset < HEADER.size + FOOTER.size or (
+                HEADER.unpack_from(data, at)[1] == masked_crc32c(data[at : at + 8])
+            ):
+                tail.append(
+                    f"{path}: ends inside a record at byte {offset} (truncated, or still "
+                    f"being written); skipped its last {size - offset} bytes"
+                )
+                return
+            resume = at + 1
+            while resume < size - base and header_at(data, resume, size - base) is None:
+                resume += 1
+            problems.append(
+                f"{path}: damaged record header at byte {offset}; skipped "
+                f"{resume - at} bytes"
+                + (" to the end of the file" if resume >= size - base else f" up to byte {resume + base}")
+            )
+            offset = resume + base
+            continue
+        begin = at + HEADER.size
+        end = begin + length
+        record = data[begin:end]
+        (data_crc,) = FOOTER.unpack_from(data, end)
+        if masked_crc32c(record) != data_crc:
+            problems.append(
+                f"{path}: corrupted record at byte {offset} (checksum mismatch); "
+                f"skipped it ({length} bytes)"
+            )
+        else:
+            yield offset, record
+        offset = end + FOOTER.size + base
+    cursor[0] = offset
 
 
 def record_at(path: str, offset: int) -> bytes:
@@ -118,15 +133,25 @@ def record_at(path: str, offset: int) -> bytes:
         OSError: the record is no longer there or no longer intact.
     """
     damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
-    with open(path, "rb") as file:
-        file.seek(offset)
-        header = file.read(HEADER.size)
+    if fs.is_url(path):
+        header = fs.read(path, offset, offset + HEADER.size)
         if len(header) < HEADER.size:
             raise damaged
         length, length_crc = HEADER.unpack(header)
         if masked_crc32c(header[:8]) != length_crc:
             raise damaged
-        record = file.read(length + FOOTER.size)
+        begin = offset + HEADER.size
+        record = fs.read(path, begin, begin + length + FOOTER.size)
+    else:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            header = file.read(HEADER.size)
+            if len(header) < HEADER.size:
+                raise damaged
+            length, length_crc = HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
+                raise damaged
+            record = file.read(length + FOOTER.size)
     if len(record) < length + FOOTER.size:
         raise damaged
     data = record[:length]
