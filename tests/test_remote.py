@@ -376,28 +376,37 @@ class Silent:
 
 @pytest.mark.backend_independent
 def test_a_server_that_never_answers_holds_the_end_a_bounded_time(s3, monkeypatch, tmp_path):
-    """A server that takes requests and never answers: closing the writer returns after TBVIZ_UPLOAD_WAIT_SECONDS, saying where the epochs wait, as complete event files; listing it gives up too."""
-    silent = Silent()
-    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": silent.endpoint})
-    monkeypatch.setenv("TBVIZ_UPLOAD_WAIT_SECONDS", "0.5")
+    """A server that takes requests and never answers: closing the writer returns after TBVIZ_UPLOAD_WAIT_SECONDS, saying where the epochs wait, as complete event files; they are uploaded, once, with the next epoch written once the server answers."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    try:
-        log_dir = f"s3://{BUCKET}/silent"
-        assert existing_event_files(f"{log_dir}/{tags.RUN_NAME}", timeout=0.5) == []
-        writer = write_epochs(log_dir, [0, 1])
-        (notice,) = writer.notices()
-        match = re.fullmatch(
-            rf"epochs 1, 2 not uploaded to {re.escape(writer.run_dir)} after waiting 0\.5 s at "
-            r"the end of training; they are kept in (\S+) \(complete event files, named as in the "
-            r"run: `tbviz export` reads them, and copying them into \S+ completes the run\)\. "
-            r"They are uploaded with the next epoch this process logs there\.",
-            notice,
-        )
-        assert match, notice
-        kept = read_run(match[1])
-        assert (kept.problems, steps_by_tag(kept)) == ([], {"feature_maps/conv": [0, 1]})
-    finally:
-        silent.close()
+    log_dir = f"s3://{BUCKET}/silent"
+    writer = RunWriter(log_dir)
+    silent = Silent()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": silent.endpoint})
+        patch.setenv("TBVIZ_UPLOAD_WAIT_SECONDS", "0.5")
+        try:
+            assert existing_event_files(writer.run_dir, timeout=0.5) == []
+            for step in (0, 1):
+                writer.write_epoch(step, [LayerRecord("conv", layer_pictures(step), PALETTE)])
+            writer.close()
+        finally:
+            silent.close()  # the request under way fails now
+    (notice,) = writer.notices()
+    match = re.fullmatch(
+        rf"epochs 1, 2 not uploaded to {re.escape(writer.run_dir)} after waiting 0\.5 s at "
+        r"the end of training; they are kept in (\S+) \(complete event files, named as in the "
+        r"run: `tbviz export` reads them, and copying them into \S+ completes the run\)\. "
+        r"They are uploaded with the next epoch this process logs there\.",
+        notice,
+    )
+    assert match, notice
+    kept = read_run(match[1])
+    assert (kept.problems, steps_by_tag(kept)) == ([], {"feature_maps/conv": [0, 1]})
+    writer.write_epoch(2, [LayerRecord("conv", layer_pictures(2), PALETTE)])
+    writer.close()  # the S3 server answers again
+    assert_one_object_per_epoch(writer.run_dir, 3)
+    assert steps_by_tag(read_run(writer.run_dir)) == {"feature_maps/conv": [0, 1, 2]}
+    assert not list(Path(match[1]).iterdir())
 
 
 @pytest.mark.backend_independent
@@ -407,8 +416,10 @@ def test_credentials_in_a_url_are_never_shown(s3, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     password = "pa55-" + SECRET
     url = f"s3://tbvizkey:{password}@{BUCKET}/creds"
-    writer = write_epochs(url, [0])
-    assert writer.upload_failures >= 1
+    writer = RunWriter(url)
+    writer.write_epoch(0, [LayerRecord("conv", layer_pictures(0), PALETTE)])
+    wait_for(lambda: writer.upload_failures, bool, "a refused upload")
+    writer.close()
     messages = writer.notices()
     process = run_tbviz("export", url, "--out", str(tmp_path))
     assert messages and process.returncode == 2

@@ -218,8 +218,16 @@ def _warn(message: str) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from tbviz import data
+    from tbviz.io import fs
 
     logdir = args.logdir
+    if fs.is_url(logdir):
+        raise _UsageError(
+            "--logdir must be a local directory: the demo writes its losses with Keras' "
+            "TensorBoard callback, which writes through TensorFlow's file systems. "
+            "ActivationLogger(log_dir=URL) in your own training logs to object storage "
+            f"(docs/remote.md). Received: {fs.redact(logdir)!r}"
+        )
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise _UsageError(f"--logdir must be a directory; received {logdir!r}, which is a file")
     if os.path.isdir(logdir) and os.listdir(logdir):
@@ -328,6 +336,8 @@ def _board(args: argparse.Namespace) -> int:
     from tbviz.io import fs, runs
 
     logdir, shown = args.logdir, fs.redact(args.logdir)
+    if fs.is_url(logdir):
+        read_urls_without_tensorflow()  # before TensorBoard is imported
     try:
         runs.check_logdir(logdir)
         empty = not runs.run_directories(logdir)

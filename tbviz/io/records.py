@@ -13,6 +13,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import google_crc32c
@@ -132,29 +134,72 @@ def record_at(path: str, offset: int) -> bytes:
     Raises:
         OSError: the record is no longer there or no longer intact.
     """
-    damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
     if fs.is_url(path):
-        header = fs.read(path, offset, offset + HEADER.size)
+        return _remote_records.get(path, offset)
+    damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
+    with open(path, "rb") as file:
+        file.seek(offset)
+        header = file.read(HEADER.size)
         if len(header) < HEADER.size:
             raise damaged
         length, length_crc = HEADER.unpack(header)
         if masked_crc32c(header[:8]) != length_crc:
             raise damaged
-        begin = offset + HEADER.size
-        record = fs.read(path, begin, begin + length + FOOTER.size)
-    else:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            header = file.read(HEADER.size)
-            if len(header) < HEADER.size:
-                raise damaged
-            length, length_crc = HEADER.unpack(header)
-            if masked_crc32c(header[:8]) != length_crc:
-                raise damaged
-            record = file.read(length + FOOTER.size)
+        record = file.read(length + FOOTER.size)
+    return _checked(record, length, damaged)
+
+
+def _checked(record: bytes, length: int, damaged: OSError) -> bytes:
+    """The data of a record read as `record` (data and footer), or `damaged` raised."""
     if len(record) < length + FOOTER.size:
         raise damaged
     data = record[:length]
     if masked_crc32c(data) != FOOTER.unpack_from(record, length)[0]:
         raise damaged
     return data
+
+
+class _RecordCache:
+    """Records read back from URLs, the most recently used first, `limit` bytes in all.
+
+    The ACTIVATIONS tab asks for one picture at a time, and the pictures of all
+    probe samples of a layer's epoch are one record: each is fetched once (two
+    range requests), not once per sample. A record never changes where it is
+    (event files are only ever appended to), so what is kept stays true.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._records: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str, offset: int) -> bytes:
+        key = (path, offset)
+        with self._lock:
+            if key in self._records:
+                self._records.move_to_end(key)
+                return self._records[key]
+        data = _remote_record(path, offset)
+        with self._lock:
+            if key not in self._records and len(data) <= self._limit:
+                self._records[key] = data
+                self._size += len(data)
+                while self._size > self._limit:
+                    self._size -= len(self._records.popitem(last=False)[1])
+        return data
+
+
+_remote_records = _RecordCache(64 * 2**20)
+
+
+def _remote_record(path: str, offset: int) -> bytes:
+    damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
+    header = fs.read(path, offset, offset + HEADER.size)
+    if len(header) < HEADER.size:
+        raise damaged
+    length, length_crc = HEADER.unpack(header)
+    if masked_crc32c(header[:8]) != length_crc:
+        raise damaged
+    begin = offset + HEADER.size
+    return _checked(fs.read(path, begin, begin + length + FOOTER.size), length, damaged)

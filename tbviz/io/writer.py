@@ -369,7 +369,9 @@ class _Uploads:
         and leaves what is still waiting on the local disk (reported by `notices`)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._woken = True  # retry at once
+            if not self._queue:
+                return
+            self._running = self._woken = True  # retry at once, what an earlier finish left too
             self._lock.notify_all()
             while self._queue and self._running:
                 left = deadline - time.monotonic()
@@ -385,17 +387,18 @@ class _Uploads:
             steps = sorted(step for waiting in self._queue for step in waiting.steps)
             why = f" (last failure: {self._error})" if self._error else ""
             on_disk = [w for w in self._queue if w.spooled]
+            they, are = ("it", "is") if len(steps) == 1 else ("they", "are")
             where = (
-                f"they are kept in {self._spool} (complete event files, named as in the run: "
+                f"{they} {are} kept in {self._spool} (complete event files, named as in the run: "
                 f"`tbviz export` reads them, and copying them into {fs.redact(self.run_dir)} "
                 "completes the run)"
                 if len(on_disk) == len(self._queue)
-                else "they are kept in memory (the local disk could not take them)"
+                else f"{they} {are} kept in memory (the local disk could not take them)"
             )
             self._left.append(
                 f"{_epochs(steps)} not uploaded to {fs.redact(self.run_dir)} after waiting "
-                f"{timeout:g} s at the end of training{why}; {where}. They are uploaded with "
-                "the next epoch this process logs there."
+                f"{timeout:g} s at the end of training{why}; {where}. {they.capitalize()} "
+                f"{are} uploaded with the next epoch this process logs there."
             )
             self._error = None
             self._failed.clear()

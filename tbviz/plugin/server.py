@@ -160,7 +160,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         """The run's index; with `refresh`, after reading what is new on disk."""
         with run.lock:
             if run.index is None or refresh:
-                changed = run.reader.update()
+                try:
+                    changed = run.reader.update()
+                except Exception:
+                    if run.index is None or not fs.is_url(run.path):
+                        raise
+                    changed = False  # a URL's server did not answer: what was read stands
                 if changed or run.index is None:
                     run.index = _make_index(run.reader)
             return run.index
