@@ -352,6 +352,26 @@ def test_tensorboard_reads_epochs_uploaded_while_it_runs(s3, monkeypatch):
         server.close()
 
 
+@pytest.mark.backend_independent
+def test_tensorboard_without_tensorflow_serves_every_epoch_from_gcs(gcs, monkeypatch):
+    """`tensorboard --logdir gs://... --load_fast=false` without TensorFlow (through gcsfs: the Rust loader reaches Google's endpoint only, not an emulator) serves every epoch in the Images dashboard and the tab."""
+    log_dir = f"gs://{BUCKET}/board"
+    write_epochs(log_dir, range(3))
+    monkeypatch.setenv("TBVIZ_TEST_UNIMPORTABLE", "tensorflow")
+    server = CommandLineServer(log_dir, "--load_fast=false")
+    try:
+        query = urllib.parse.urlencode({"run": tags.RUN_NAME, "tag": "feature_maps/conv", "sample": 0})
+        images = wait_for(
+            lambda: get_json(server, f"/data/plugin/images/images?{query}"),
+            lambda v: v and len(v) == 3, "3 epochs in the Images dashboard",
+        )  # fmt: skip
+        assert [entry["step"] for entry in images] == [0, 1, 2]
+        layers = get_json(server, f"/data/plugin/activations/run?run={tags.RUN_NAME}")["layers"]
+        assert [(entry["name"], entry["steps"]) for entry in layers] == [("conv", [0, 1, 2])]
+    finally:
+        server.close()
+
+
 class Silent:
     """A TCP server on loopback that takes every connection and never answers: a hung endpoint."""
 
@@ -429,8 +449,8 @@ def test_credentials_in_a_url_are_never_shown(s3, monkeypatch, tmp_path):
 
 
 @pytest.mark.backend_independent
-def test_a_url_without_its_file_system_is_refused_before_training(tmp_path):
-    """log_dir az://... without adlfs, or any URL without fsspec: ActivationLogger refuses it, naming what to install; so do the commands."""
+def test_a_url_without_its_file_system_is_refused_before_training(tmp_path, capsys):
+    """log_dir az://... without adlfs, or any URL without fsspec: ActivationLogger refuses it, naming what to install; so does `tbviz export`; `tbviz demo` takes local directories only."""
     with pytest.raises(ValueError, match=r"no file system for az:// URLs is installed .*expected pip install adlfs\. Received: 'az://box/logs'"):
         tbviz.ActivationLogger(np.zeros((1, 4, 4, 1)), log_dir="az://box/logs")
     env = {**quiet_env(), "TBVIZ_TEST_UNIMPORTABLE": "fsspec"}
@@ -440,6 +460,8 @@ def test_a_url_without_its_file_system_is_refused_before_training(tmp_path):
         "expected pip install 'tbviz[remote]' (fsspec, s3fs, gcsfs), or the file system of the URL's "
         "protocol (s3fs) and fsspec. Received: 's3://bucket/logs'"
     ), process.stderr
+    assert tbviz.cli.main(["demo", "--logdir", "s3://bucket/logs"]) == 2  # its losses go through TensorFlow
+    assert "tbviz demo: error: --logdir must be a local directory" in capsys.readouterr().err
 
 
 @pytest.mark.tensorflow_only  # what TensorBoard does where TensorFlow is installed
