@@ -77,7 +77,7 @@ class EventFileWriter:
         self._remote = fs.is_url(run_dir)
         self._pending = bytearray()  # a URL's records since the last flush
         self._pending_steps: set[int] = set()  # and their steps
-        self._uploads = _Uploads(run_dir) if self._remote else None
+        self._uploads = _uploads_of(run_dir) if self._remote else None
         self._second = 0  # the time in the name of the last object made for the URL
 
     def write_summary(self, step: int, summary: bytes, *, wall_time: float | None = None) -> None:
@@ -490,6 +490,19 @@ class _Uploads:
         except OSError:
             return
         item.spooled, item.data = path, None
+
+
+# One upload queue per run directory URL in this process, whichever writer adds to it: a
+# second writer's objects land after what an earlier one left unsent, in name order.
+_queues: dict[str, _Uploads] = {}
+_queues_lock = threading.Lock()
+
+
+def _uploads_of(run_dir: str) -> _Uploads:
+    with _queues_lock:
+        if run_dir.rstrip("/") not in _queues:
+            _queues[run_dir.rstrip("/")] = _Uploads(run_dir)
+        return _queues[run_dir.rstrip("/")]
 
 
 def _epochs(steps: list[int]) -> str:
