@@ -12,7 +12,8 @@ layer's first logged epoch, and the findings. Healthy models (trained as
 they should be): the article's CNN on MNIST, a residual network with batch
 normalisation, a frozen backbone with a trained head, a small transformer
 encoder and an LSTM. Broken ones: the article's CNN with a fault injected
-after epoch 1 (step 1), one per finding kind. Prints Markdown tables.
+at the end of epoch 2 (step 1; the learning rate set to 0 at its start for ``stalled``),
+one per finding kind. Prints a Markdown table; ``@2``: since epoch 2, as Keras prints it.
 """
 
 from __future__ import annotations
@@ -39,18 +40,19 @@ def main() -> None:
 
     import tbviz
     from tbviz.io.reader import read_run
-    from tbviz.io.tags import DEAD_CHANNELS, RMS, SATURATION
+    from tbviz.io.tags import CHANGE, DEAD_CHANNELS, RMS, SATURATION
 
     keras.utils.set_random_seed(0)
     (x, y), (x_test, _) = mnist(3000)
     print(f"backend {args.backend}, {args.probes} probe samples, {args.epochs} epochs, "
           f"{len(x)} MNIST images\n")
-    print("| model | layers | max dead share (layers with positions) | max saturation | RMS / first: max, min | "
-          "warnings | info |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | layers | most dead channels | most saturated | RMS ÷ first: max, min | "
+          "least change (trainable, with weights) | warnings | info |")
+    print("|---|---|---|---|---|---|---|---|")
     cases = [(name, make, None) for name, make in HEALTHY.items()]
     cases += [(f"article CNN, {kind}", BROKEN["article"], kind) for kind in BROKEN["faults"]]
     for name, make, fault in cases:
+        keras.utils.set_random_seed(0)
         model, data, callbacks = make(x, y, x_test, fault)
         probe = data[2][: args.probes]
         log_dir = tempfile.mkdtemp(prefix="tbviz-health-")
@@ -62,7 +64,6 @@ def main() -> None:
             )
         run = read_run(os.path.join(log_dir, "activations"))
 
-
         # Dead channels are claimed only where a channel has positions (not a Dense layer's
         # units, not the input's border): those layers' shares.
         claimable = {
@@ -72,11 +73,25 @@ def main() -> None:
         dead = {k: v for k, v in series(run, DEAD_CHANNELS).items() if k in claimable}
         saturation, rms = series(run, SATURATION), series(run, RMS)
         ratios = [v / s[0] for s in rms.values() if s[0] > 0 for v in s[1:] if np.isfinite(v)]
+        # `stalled` is judged on trainable layers with weights of their own.
+        learning = {
+            layer.name for layer in model._flatten_layers(include_self=False)
+            if layer.trainable and layer.trainable_weights
+        }
+        changes = {k: v for k, v in series(run, CHANGE).items() if k.split("/")[-1] in learning}
+        least = min(((k, min(v)) for k, v in changes.items() if v), key=lambda kv: kv[1], default=None)
 
         judged = run.findings()
         print(f"| {name} | {len(run.infos)} | {top(dead)} | {top(saturation)} | "
               f"{max(ratios, default=float('nan')):.2f}, {min(ratios, default=float('nan')):.3f} | "
+              f"{f'{least[1]:.2g} ({least[0]})' if least else '-'} | "
               f"{said(judged, 'warning')} | {said(judged, 'info')} |")
+
+
+def epoch_number(step: int) -> int:
+    from tbviz.io.tags import epoch_number
+
+    return epoch_number(step)
 
 
 def series(run, kind: str) -> dict[str, list[float]]:
@@ -96,7 +111,7 @@ def top(values: dict[str, list[float]]) -> str:
 def said(judged, severity: str) -> str:
     """The findings of `severity`, in a table cell."""
     return "; ".join(
-        f"{j.finding.layer} {j.finding.kind} @{j.finding.since}"
+        f"{j.finding.layer} {j.finding.kind} @{epoch_number(j.finding.since)}"
         for j in judged if j.finding.severity == severity
     ) or "none"
 

@@ -29,14 +29,19 @@ def _compiled(model: keras.Model) -> keras.Model:
 
 
 class Fault(keras.callbacks.Callback):
-    """Changes one layer's weights at the end of epoch `at` (before the logger's step `at`)."""
+    """Breaks the model so that the logger's step `at` is the first to see it: a layer's
+    weights changed at the end of epoch `at`, or the optimizer's at its beginning."""
 
     def __init__(self, layer: str, change, at: int) -> None:
         super().__init__()
         self.layer, self.change, self.at = layer, change, at
 
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        if epoch == self.at and self.change is _STOP:
+            self.model.optimizer.learning_rate.assign(0.0)  # updates of exactly 0 from now on
+
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if epoch == self.at:
+        if epoch == self.at and self.change is not _STOP:
             layer = self.model.get_layer(self.layer)
             layer.set_weights(self.change([np.array(w) for w in layer.get_weights()]))
 
@@ -46,13 +51,19 @@ def _nan_weight(weights):
     return weights
 
 
-#: The article CNN's fault per finding kind: (layer, change of its [kernel, bias]).
+def _STOP(weights):  # a learning rate of 0 (see Fault), not a change of weights
+    raise AssertionError("not called")
+
+
+#: The article CNN's fault per finding kind: (the layer it shows in first, the change of that
+#: layer's [kernel, bias], or `_STOP`).
 FAULTS = {
     "dead": ("conv2", lambda w: [w[0], np.full_like(w[1], -1e3)]),  # every unit below 0
     "saturated": ("dense", lambda w: [w[0] * 1e3, w[1]]),  # the sigmoid pinned at 0 or 1
     "exploding": ("conv1", lambda w: [w[0] * 1e3, w[1] * 1e3]),
     "vanishing": ("conv1", lambda w: [w[0] * 1e-3, w[1] * 1e-3]),
     "nonfinite": ("dense", _nan_weight),  # (TensorFlow's ReLU turns NaN into 0: a sigmoid's)
+    "stalled": ("conv1", _STOP),  # every layer stops; the first with weights is conv1
 }
 
 
@@ -102,12 +113,22 @@ def frozen_backbone(x, y, x_test, fault=None, at=1):
     return _compiled(keras.Model(inputs, outputs)), (x, y, x_test), []
 
 
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each token's position (as Keras' ViT example's PatchEncoder)."""
+
+    def __init__(self, length: int, width: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.length, self.embedding = length, keras.layers.Embedding(length, width)
+
+    def call(self, tokens):
+        return tokens + self.embedding(keras.ops.arange(self.length))
+
+
 def transformer(x, y, x_test, fault=None, at=1):
     """A transformer encoder block over the image's 28 rows as tokens."""
     layers = keras.layers
     inputs = keras.Input((28, 28))
-    h = layers.Dense(32, name="embed")(inputs)
-    h = h + layers.Embedding(28, 32, name="position")(keras.ops.arange(28))
+    h = PositionEmbedding(28, 32, name="position")(layers.Dense(32, name="embed")(inputs))
     a = layers.MultiHeadAttention(2, 16, name="attention")(h, h)
     h = layers.LayerNormalization(name="norm1")(layers.Add(name="add1")([h, a]))
     f = layers.Dense(32, name="ffn2")(layers.Dense(64, activation="relu", name="ffn1")(h))

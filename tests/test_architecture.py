@@ -11,6 +11,7 @@ unimportable (tests/startup/sitecustomize.py).
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def test_every_package_is_in_the_wheel():
 
 
 def test_readers_the_tab_and_export_run_with_keras_and_every_backend_unimportable(tmp_path):
-    """With keras, tensorflow, jax and torch unimportable: tbviz.io, the plugin and tbviz export all work."""
+    """With keras, tensorflow, jax and torch unimportable: tbviz.io, the plugin, tbviz export and
+    tbviz report all work."""
     logdir = tmp_path / "logs"
     write_log(logdir / "activations", {"conv": (12, 8)}, range(3))
     env = {
@@ -158,3 +160,10 @@ def test_readers_the_tab_and_export_run_with_keras_and_every_backend_unimportabl
     assert sorted(os.listdir(tmp_path / "out" / "activations" / "conv" / "probe0")) == [
         "epoch0000.png", "epoch0001.png", "epoch0002.png",
     ]  # fmt: skip
+    reported = subprocess.run(
+        [TBVIZ, "report", str(logdir), "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert reported.returncode == 0 and "Traceback" not in reported.stderr, reported.stderr
+    assert json.loads(reported.stdout) == {
+        "findings": [], "runs": [{"run": "activations", "steps": 3, "judged": False}]
+    }

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import pictures_at, read_activations, small_cnn
 
-from tbviz import ActivationLogger
+from tbviz import ActivationLogger, LayerHealthWarning
 from tbviz.io import tags
 from tbviz.io.png import palette
 from tbviz.io.tags import LEVELS, NONFINITE_COLOR
@@ -168,7 +168,7 @@ def test_value_range_pins_fixed_scale(tmp_path):
 
 @pytest.mark.parametrize("stats", [True, False])
 def test_nan_activations_are_marked_and_training_goes_on(tmp_path, data, stats):
-    """NaN in a layer's output: a warning names the layer, the pixels are magenta, fit completes."""
+    """NaN in a layer's output: one warning names the layer, the pixels are magenta, fit completes."""
     x, y, probe = data
     probe = probe.copy()
     probe[0, 5, 5, 0] = np.nan
@@ -177,9 +177,10 @@ def test_nan_activations_are_marked_and_training_goes_on(tmp_path, data, stats):
     model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, name="linear"),
                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])  # fmt: skip
     model.compile("adam", "sparse_categorical_crossentropy")
-    with pytest.warns(RuntimeWarning, match=r"layer 'linear' has 36 NaN/Inf activations at epoch 1"):
+    with pytest.warns(LayerHealthWarning, match=r"'linear' has NaN/Inf activations since epoch 1: 36 NaN/Inf values") as said:
         history = model.fit(x, y, epochs=2, verbose=0, callbacks=[
             ActivationLogger(probe, log_dir=tmp_path, stats=stats, histograms=stats)])  # fmt: skip
+    assert len([w for w in said if w.category is LayerHealthWarning]) == 1  # at its onset only
     assert len(history.history["loss"]) == 2
     result = read_activations(tmp_path)
     first, second = pictures_at(result, "linear", 1)[:2]
@@ -247,10 +248,10 @@ def test_layer_selection(tmp_path, data, layers, expected):
 
 
 def test_stats_and_histograms_can_be_switched_off(tmp_path, data):
-    """stats=False and histograms=False leave only the images (and each layer's info)."""
+    """stats, histograms and health False leave only the images (and each layer's info)."""
     x, y, probe = data
     small_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[
-        ActivationLogger(probe, log_dir=tmp_path, stats=False, histograms=False)])  # fmt: skip
+        ActivationLogger(probe, log_dir=tmp_path, stats=False, histograms=False, health=False)])  # fmt: skip
     infos = {tags.tag(tags.LAYER, name) for name in DEFAULT_LAYERS}
     assert read_activations(tmp_path).tags() == image_tags(DEFAULT_LAYERS) | infos
 

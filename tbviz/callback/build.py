@@ -142,7 +142,7 @@ def build(model: keras.Model, probe: Any, config: LoggerConfig) -> Built:
                 p.layout,
                 config.stats or config.histograms or config.health,
                 health=config.health,
-                bounds=p.facts.bounds,
+                bounds=p.facts.bounds if config.health and p.facts.judges_saturation else None,
             )
             for p in planned
         ],
@@ -219,6 +219,7 @@ def _facts(entry: LayerEntry, layout: Layout, samples: int) -> LayerFacts:
         channels=layout.channels,
         values_per_channel=samples * math.prod(layout.shape) // max(layout.channels, 1),
         trainable=entry.trainable,
+        has_weights=bool(entry.layer.trainable_weights),
         model_input=entry.input_index is not None,
         model_output=entry.model_output,
     )

@@ -8,6 +8,7 @@ are written by `tbviz.io.writer.RunWriter` in the background.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -325,13 +326,17 @@ class ActivationLogger(keras.callbacks.Callback):
         assert self._built is not None and self._monitor is not None
         config, results = self.config, self._built.step(self._ranges())
         unpacked = [LayerNumbers.unpack(vector) for _, vector, _ in results]
-        healths = [self._health(numbers) for numbers in unpacked]
+        changes = [
+            self._change(planned.entry.path, coarse)
+            for planned, (_, _, coarse) in zip(self._built.layers, results, strict=True)
+        ]
+        healths = [self._health(n, change) for n, change in zip(unpacked, changes, strict=True)]
         findings, onsets = self._monitor.observe(step, healths)
         for message in onset_message(onsets):
             warn(message, LayerHealthWarning)
         records = []
-        for planned, (pictures, _, coarse_maps), numbers, health, found in zip(
-            self._built.layers, results, unpacked, healths, findings, strict=True
+        for planned, (pictures, _, _), numbers, change, health, found in zip(
+            self._built.layers, results, unpacked, changes, healths, findings, strict=True
         ):
             path = planned.entry.path
             if planned.options.normalize == "fixed" and not np.isfinite(self._fixed[path][0]):
@@ -339,8 +344,6 @@ class ActivationLogger(keras.callbacks.Callback):
             scalars = dict(numbers.statistics or {}) if config.stats else {}
             if config.health:
                 scalars.update(health.scalars(planned.facts))
-            previous, self._previous[path] = self._previous.get(path), coarse_maps
-            change = None if previous is None else relative_change(coarse_maps, previous)
             if change is not None:
                 scalars[tags.CHANGE] = change
             records.append(
@@ -356,11 +359,16 @@ class ActivationLogger(keras.callbacks.Callback):
             )
         return records
 
-    def _health(self, numbers: LayerNumbers) -> Health:
+    def _change(self, path: str, coarse_maps: np.ndarray) -> float | None:
+        """The layer's change since its last logged epoch (None at its first); remembers these."""
+        previous, self._previous[path] = self._previous.get(path), coarse_maps
+        return None if previous is None else relative_change(coarse_maps, previous)
+
+    def _health(self, numbers: LayerNumbers, change: float | None) -> Health:
         """A layer's health numbers; without ``health=``, only its NaN/Inf count is judged."""
-        if self.config.health:
-            return numbers.health
-        return Health(0, np.nan, np.nan, np.nan, numbers.nonfinite)
+        if not self.config.health:
+            return Health(0, np.nan, np.nan, np.nan, numbers.nonfinite)
+        return dataclasses.replace(numbers.health, change=np.nan if change is None else change)
 
     def _ranges(self) -> np.ndarray:
         """The fixed ranges, ``(layers, 2)`` float32, as the step takes them (NaN: not yet fixed)."""

@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -96,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
             "the network) (default: %(default)s)"
         ),
     )
+    demo.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=0.001,
+        help=(
+            "Adam's learning rate (default: %(default)s); 0.05 trains a network that does not "
+            "learn, and 'tbviz report' says why"
+        ),
+    )
     demo.set_defaults(handler=_demo)
 
     board = commands.add_parser(
@@ -130,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=export.FILES_WRITTEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    exporting.add_argument("logdir", metavar="LOGDIR", help=_LOGDIR_HELP)
+    _add_logdir_and_run(exporting, "export")
     exporting.add_argument("--out", required=True, metavar="DIR", help="output directory")
     exporting.add_argument(
         "--layer",
@@ -138,12 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="export only layers whose path matches this glob (e.g. 'conv*'); repeatable "
         "(default: all layers)",
-    )
-    exporting.add_argument(
-        "--run",
-        metavar="RUN",
-        help=f"export only this run (default: every run named '{tags.RUN_NAME}', or every "
-        "run with tbviz images if none is)",
     )
     exporting.add_argument(
         "--scale",
@@ -163,24 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     reporting = commands.add_parser(
         "report",
-        help="print which layers died, saturated, exploded or went NaN, and since which step",
+        help="print which layers died, saturated, exploded or went NaN, and since which epoch",
         description=textwrap.fill(
             "Reads the event files under LOGDIR (no training, no model, no TensorFlow) and "
             "prints, per run, the layer-health findings ActivationLogger wrote while training: "
-            "each layer that is dead, saturated, exploding, vanishing or has NaN/Inf, since "
-            "which epoch (numbered from 0 as Keras' callbacks and TensorBoard's step number "
-            "them), with the figure "
-            "that says so. Exit status 0 whether or not there are findings.",
+            "each layer that is dead, saturated, exploding, vanishing, stalled or has NaN/Inf, "
+            "since which epoch (as Keras' progress bar numbers them: epoch 1 is TensorBoard's "
+            "step 0), with the figure that says so. Exit status 0 whether or not there are "
+            "findings.",
             width=79,
         ),
     )
-    reporting.add_argument("logdir", metavar="LOGDIR", help=_LOGDIR_HELP)
-    reporting.add_argument(
-        "--run",
-        metavar="RUN",
-        help=f"report only this run (default: every run named '{tags.RUN_NAME}', or every "
-        "run with tbviz images if none is)",
-    )
+    _add_logdir_and_run(reporting, "report")
     reporting.add_argument(
         "--json",
         action="store_true",
@@ -189,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reporting.set_defaults(handler=_report)
     return parser
+
+
+def _add_logdir_and_run(command: argparse.ArgumentParser, verb: str) -> None:
+    """The LOGDIR argument and the --run option of a command that reads logs."""
+    command.add_argument("logdir", metavar="LOGDIR", help=_LOGDIR_HELP)
+    command.add_argument(
+        "--run",
+        metavar="RUN",
+        help=f"{verb} only this run (default: every run named '{tags.RUN_NAME}', or every "
+        "run with tbviz images if none is)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as error:
         print(f"tbviz {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:  # `tbviz report LOGDIR | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 class _UsageError(Exception):
@@ -254,7 +275,7 @@ def _demo(args: argparse.Namespace) -> int:
     sys.stdout.flush()
 
     try:
-        train(logdir, epochs=args.epochs, source=args.source)
+        train(logdir, epochs=args.epochs, source=args.source, learning_rate=args.learning_rate)
     except KeyboardInterrupt:
         print(f"\ntbviz demo: interrupted; the epochs logged so far are in {logdir}")
         _print_view_commands(logdir)
@@ -278,7 +299,9 @@ def _print_view_commands(logdir: str) -> None:
         "or, printing the URL:\n"
         f"    tbviz board {quoted}\n"
         "Export them as PNGs, GIFs and contact sheets:\n"
-        f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}",
+        f"    tbviz export {quoted} --out {shlex.quote(logdir.rstrip('/') + '-export')}\n"
+        "Which layers died, saturated, exploded or went NaN, and since which epoch:\n"
+        f"    tbviz report {quoted}",
         flush=True,
     )
 
@@ -439,7 +462,7 @@ def _report(args: argparse.Namespace) -> int:
         raise _UsageError(str(error)) from None
     for problem in problems:
         _warn(f"damaged event file: {problem}")
-    print(report.as_json(reports) if args.json else report.as_text(reports), end="" if not args.json else "\n")
+    print(report.as_json(reports) if args.json else report.as_text(reports), end="")
     return 0
 
 

@@ -92,6 +92,7 @@ def train(
     epochs: int = 20,
     source: str = "auto",
     verbose: int | str = "auto",
+    learning_rate: float = 0.001,
     **logger_options,
 ) -> keras.callbacks.History:
     """Trains the article's CNN on MNIST, logging losses and feature maps to `log_dir`.
@@ -102,12 +103,17 @@ def train(
         epochs: training epochs (the article trains 20). Defaults to `20`.
         source: which MNIST, see `tbviz.data.load_mnist`. Defaults to `"auto"`.
         verbose: passed to ``fit``. Defaults to `"auto"`.
+        learning_rate: Adam's learning rate. Defaults to `0.001`.
         **logger_options: passed to `ActivationLogger`.
     """
     (x_train, y_train), (x_test, y_test), _ = load_mnist(source)
     keras.utils.set_random_seed(0)
     model = article_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     log_dir = os.fspath(log_dir)
     return model.fit(
         x_train,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tbviz.cli.export import Run, load_runs
+from tbviz.io import tags
 from tbviz.io.reader import Judged
 
 
@@ -50,14 +51,15 @@ def _run_report(run: Run) -> RunReport:
 def as_json(reports: list[RunReport]) -> str:
     """``{"findings": [...], "runs": [...]}``: every finding with its run, then each run read."""
     findings = [j.to_dict(r.run) for r in reports for j in r.findings]
-    return json.dumps({"findings": findings, "runs": [r.to_dict() for r in reports]}, indent=2)
+    return json.dumps({"findings": findings, "runs": [r.to_dict() for r in reports]}, indent=2) + "\n"
 
 
 def as_text(reports: list[RunReport], width: int = 100) -> str:
     """The findings as a person reads them in a terminal: a table per run."""
     lines: list[str] = []
     for r in reports:
-        span = f"epochs {r.steps[0]}-{r.steps[-1]}" if len(r.steps) > 1 else f"epoch {r.steps[0]}"
+        first, last = (tags.epoch_number(s) for s in (r.steps[0], r.steps[-1]))
+        span = f"epochs {first}-{last}" if len(r.steps) > 1 else f"epoch {first}"
         head = f"run {r.run!r} ({len(r.steps)} logged, {span})"
         if not r.judged:
             lines += [f"{head}: not judged (logged with health=False, or by a tbviz without it)", ""]
@@ -71,8 +73,8 @@ def as_text(reports: list[RunReport], width: int = 100) -> str:
         rows = [("severity", "layer", "kind", "since", "until", "")]
         for j in r.findings:
             f = j.finding
-            until = "now" if j.ongoing else str(j.until)
-            rows.append((f.severity, f.layer, f.kind, str(f.since), until, f.detail))
+            until = "now" if j.ongoing else str(tags.epoch_number(j.until))
+            rows.append((f.severity, f.layer, f.kind, str(tags.epoch_number(f.since)), until, f.explained()))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         indent = 2 + sum(w + 2 for w in widths)
         for row in rows:

@@ -67,8 +67,25 @@ class Judged:
     ongoing: bool
 
     def to_dict(self, run: str) -> dict[str, Any]:
-        """The finding as ``tbviz report --json`` prints it."""
-        return {"run": run, **self.finding.to_dict(), "until": self.until, "ongoing": self.ongoing}
+        """The finding as ``tbviz report --json`` prints it (and the tab reads it): epochs as
+        Keras prints them (`tags.epoch_number`), beside the steps TensorBoard shows."""
+        finding = self.finding
+        return {
+            "run": run,
+            "layer": finding.layer,
+            "kind": finding.kind,
+            "severity": finding.severity,
+            "since": tags.epoch_number(finding.since),
+            "until": tags.epoch_number(self.until),
+            "ongoing": self.ongoing,
+            "since_step": finding.since,
+            "until_step": self.until,
+            "value": finding.value,
+            "detail": finding.detail,
+            "origin": finding.origin,
+            "frozen": finding.frozen,
+            "message": finding.sentence(),
+        }
 
 
 @dataclass

@@ -93,13 +93,15 @@ DEAD = "dead"
 SATURATED = "saturated"
 EXPLODING = "exploding"
 VANISHING = "vanishing"
+STALLED = "stalled"
 NONFINITE_FINDING = "nonfinite"
-FINDING_KINDS = (NONFINITE_FINDING, DEAD, SATURATED, EXPLODING, VANISHING)
+FINDING_KINDS = (NONFINITE_FINDING, DEAD, SATURATED, EXPLODING, VANISHING, STALLED)
 _STATE = {
     DEAD: "is dead",
     SATURATED: "is saturated",
     EXPLODING: "is exploding",
     VANISHING: "is vanishing",
+    STALLED: "has stopped changing",
     NONFINITE_FINDING: "has NaN/Inf activations",
 }
 SEVERITIES = ("warning", "info")
@@ -245,14 +247,15 @@ class Finding:
     Attributes:
         layer: the layer's path.
         kind: one of `FINDING_KINDS`.
-        since: the first logged epoch of the stretch of logged epochs it has held in:
-            the epoch as tbviz numbers it everywhere, Keras' index (``on_epoch_end``'s
-            ``epoch``, from 0; the progress bar prints epoch 0 as "Epoch 1/N"), which is
-            TensorBoard's step.
+        since: the step (Keras' 0-based epoch index) of the first logged epoch of the
+            stretch it has held in; a person reads it as `epoch_number` (``since + 1``).
         severity: ``"warning"`` (a problem to look at), or ``"info"`` (a frozen layer, or
-            one that only follows an earlier layer's finding of the same kind).
+            one that follows an earlier layer's finding: see `origin`).
         value: the figure that says so at `since` (a share, a ratio, a count).
         detail: that figure in words.
+        origin: the path of the earlier layer whose finding this one follows (a NaN, a
+            scale or a dead input propagated), or None.
+        frozen: the layer is not trainable (``trainable=False``).
     """
 
     layer: str
@@ -261,18 +264,32 @@ class Finding:
     severity: str
     value: float
     detail: str
+    origin: str | None = None
+    frozen: bool = False
 
     def sentence(self) -> str:
-        """``'conv2' is dead since epoch 3: 16 of 16 channels ...``."""
-        return f"'{self.layer}' {_STATE.get(self.kind, self.kind)} since epoch {self.since}: {self.detail}"
+        """``'conv2' is dead since epoch 3: 16 of 16 channels ...``, epochs as Keras prints them."""
+        state = _STATE.get(self.kind, self.kind)
+        return f"'{self.layer}' {state} since epoch {epoch_number(self.since)}: {self.explained()}"
+
+    def explained(self) -> str:
+        """Its detail, with why it is info if it is: frozen, or which layer it follows."""
+        text = self.detail
+        if self.frozen:
+            text += " (a frozen layer: trainable=False)"
+        if self.origin is not None:
+            text += f" (follows '{self.origin}')"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
+        """Its fields, as written on disk (`since` a step)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, layer: str | None = None) -> Finding | None:
         """The finding in `data` (`layer`: the path, when the tag gives it); None if not one."""
         try:
+            origin = data.get("origin")
             finding = cls(
                 layer=str(layer if layer is not None else data["layer"]),
                 kind=str(data["kind"]),
@@ -280,8 +297,10 @@ class Finding:
                 severity=str(data["severity"]),
                 value=float(data["value"]),
                 detail=str(data["detail"]),
+                origin=None if origin is None else str(origin),
+                frozen=bool(data.get("frozen", False)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
         return finding if finding.severity in SEVERITIES else None
 

@@ -47,6 +47,10 @@ SATURATED_SHARE = 0.5
 EXPLODING_RATIO = 100.0
 #: Vanishing: the RMS fell to this fraction of the layer's first logged epoch's.
 VANISHING_RATIO = 0.01
+#: Stalled: a trainable layer with weights whose activations changed by at most this much
+#: (`tbviz.numerics.change.relative_change`) since the previous logged epoch: its weights did
+#: not move at all. A layer that settled after learning still moves by far more.
+STALLED_CHANGE = 1e-6
 
 #: Bounded activations (Keras' names): ``(low, high, margin)``; a value within `margin` of a
 #: bound counts as at it. Smooth ones within 1 % of their range; piecewise-linear ones exactly.
@@ -62,10 +66,18 @@ BOUNDS: dict[str, tuple[float, float, float]] = {
 # mostly near 0 by design: only their upper bound (a row near one-hot) counts.
 _UPPER_ONLY = ("relu6", "softmax")
 
+#: The bounds of a layer whose activation Keras does not name as bounded: its output's
+#: observed range. Only the top counts (values exactly at the observed maximum: a clip
+#: at a bound of its own); at the bottom sit a ReLU's zeros, which are `dead`'s business.
+OBSERVED = (math.nan, math.nan, 0.0)
+
 #: Kinds whose later layers follow an earlier one (a NaN, a scale, a constant input): a
 #: new finding of any kind after one of these is "propagated" (info); the first in model
 #: order is the one to fix.
 PROPAGATING = (tags.NONFINITE_FINDING, tags.EXPLODING, tags.VANISHING, tags.DEAD)
+#: Kinds whose later layers of the same kind follow the first (a pooling layer after a
+#: layer with dead channels has them too; a stalled network stalls from the back).
+SAME_KIND = (tags.DEAD, tags.SATURATED, tags.STALLED)
 
 
 # -- in the step ---------------------------------------------------------------------------
@@ -93,13 +105,18 @@ def constant_channels(x: Any, layout: Layout) -> Any:
 
 def bound_shares(values: Any, bounds: tuple[float, float, float] | None) -> tuple[Any, Any]:
     """The shares of float32 `values` (the statistics' sample) at the lower and the upper
-    bound (``(low, high, margin)``, see `BOUNDS`); NaN without bounds. NaN values count as at
-    neither."""
+    bound (``(low, high, margin)``, see `BOUNDS`), float32 scalars; NaN without bounds.
+    With `OBSERVED` bounds, the lower share is NaN and the upper one is the share exactly at
+    the values' maximum (0 if they are all one value). NaN values count as at neither."""
+    nan = ops.full((), math.nan, "float32")
     if bounds is None:
-        nan = ops.full((), math.nan, "float32")
         return nan, nan
-    low, high, margin = bounds
     count = ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
+    low, high, margin = bounds
+    if math.isnan(high):
+        top = ops.max(values)
+        share = ops.sum(ops.cast(ops.equal(values, top), "float32")) / count
+        return nan, ops.where(top > ops.min(values), share, 0.0)
     at_low = ops.sum(ops.cast(values <= low + margin, "float32")) / count
     at_high = ops.sum(ops.cast(values >= high - margin, "float32")) / count
     return at_low, at_high
@@ -118,6 +135,7 @@ class LayerFacts:
         channels: its channel count (units of a block).
         values_per_channel: how many values each channel has on the probe batch.
         trainable: False for a frozen layer (its findings are info only).
+        has_weights: it has trainable weights of its own (a conv, not a pooling layer).
         model_input: it is an input of the model (never judged but for NaN/Inf).
         model_output: it is an output of the model (a confident classifier is not saturated).
     """
@@ -127,15 +145,21 @@ class LayerFacts:
     channels: int
     values_per_channel: int
     trainable: bool = True
+    has_weights: bool = False
     model_input: bool = False
     model_output: bool = False
 
     @property
-    def bounds(self) -> tuple[float, float, float] | None:
-        """The bounds its saturation is measured against (None: unbounded, or not judged)."""
-        if self.model_input or self.model_output:
-            return None
-        return BOUNDS.get(self.activation or "")
+    def bounds(self) -> tuple[float, float, float]:
+        """The bounds its saturation is measured against: its activation's (`BOUNDS`), else
+        its observed range (`OBSERVED`)."""
+        return BOUNDS.get(self.activation or "", OBSERVED)
+
+    @property
+    def judges_saturation(self) -> bool:
+        """Whether its saturation is judged: not for the model's inputs (the data's range) or
+        outputs (a confident classifier's softmax is near one-hot by design)."""
+        return not (self.model_input or self.model_output)
 
 
 @dataclass(frozen=True)
@@ -147,6 +171,7 @@ class Health:
         at_low, at_high: the shares of values at the lower and upper bound (NaN: unbounded).
         rms: the RMS of its finite values (NaN if none).
         nonfinite: how many values are NaN/Inf.
+        change: its change since the previous logged epoch (NaN at the first).
     """
 
     constant: int
@@ -154,14 +179,15 @@ class Health:
     at_high: float
     rms: float
     nonfinite: int
+    change: float = math.nan
 
     def saturation(self, facts: LayerFacts) -> float:
         """The share of values pinned at a bound (NaN: not a bounded layer)."""
-        if facts.bounds is None or math.isnan(self.at_high):
+        if not facts.judges_saturation or math.isnan(self.at_high):
             return math.nan
         if facts.activation == "softmax":  # rows near one-hot: values >= 0.99, one per row
             return min(1.0, self.at_high * facts.channels)
-        if facts.activation in _UPPER_ONLY:
+        if facts.activation in _UPPER_ONLY or facts.bounds is OBSERVED:
             return self.at_high
         return self.at_low + self.at_high
 
@@ -211,13 +237,19 @@ class HealthMonitor:
                 if before is not None:
                     finding = before  # it goes on: same onset, same figure
                 else:
-                    origin = self._origin(kind, index, now)
-                    severity = "warning" if facts.trainable and origin is None else "info"
-                    if not facts.trainable:
-                        detail += " (a frozen layer: trainable=False)"
-                    elif origin is not None:
-                        detail += f" (after '{origin.layer}', {origin.kind} since epoch {origin.since})"
-                    finding = tags.Finding(facts.path, kind, step, severity, value, detail)
+                    origin = self._origin(kind, index, now, held)
+                    frozen = not facts.trainable
+                    severity = "info" if frozen or origin is not None else "warning"
+                    finding = tags.Finding(
+                        facts.path,
+                        kind,
+                        step,
+                        severity,
+                        value,
+                        detail,
+                        origin=origin,
+                        frozen=frozen,
+                    )
                     onsets.append(finding)
                 now[(facts.path, kind)] = finding
                 findings.append(finding)
@@ -226,20 +258,42 @@ class HealthMonitor:
         return active, onsets
 
     def _origin(
-        self, kind: str, index: int, now: dict[tuple[str, str], tags.Finding]
-    ) -> tags.Finding | None:
-        """The finding a new one of `kind` at layer `index` follows, if any: an earlier layer's
-        active finding of a `PROPAGATING` kind (a dead layer's only when all of it is dead),
-        or for NaN/Inf any layer's from an earlier step (training spreads NaN backwards)."""
-        if kind == tags.NONFINITE_FINDING:
-            earlier = [f for (_, k), f in self._active.items() if k == kind]
-            if earlier:
-                return earlier[0]
+        self,
+        kind: str,
+        index: int,
+        now: dict[tuple[str, str], tags.Finding],
+        held: list[dict[str, tuple[float, str]]],
+    ) -> str | None:
+        """The layer whose finding a new one of `kind` at layer `index` follows, if any (the
+        root: the layer that finding itself follows, if it does).
+
+        - After NaN/Inf (a finding from an earlier step), every new finding anywhere follows
+          it: training spreads NaN into every weight, and some kernels turn it into 0 (a
+          dead layer) rather than pass it on.
+        - A stalled layer follows a dead or saturated layer after it in model order: no
+          gradient flows back through one.
+        - Otherwise, an earlier layer in model order with an active finding of a
+          `PROPAGATING` kind at this step (a dead layer's only when all of it is dead), or
+          of the same kind if it is one of `SAME_KIND`; never a finding that itself follows
+          this layer.
+        """
+        for (_, held_kind), before in self._active.items():
+            if held_kind == tags.NONFINITE_FINDING:
+                return before.origin or before.layer
+        if kind == tags.STALLED:
+            for facts, conditions in zip(self.layers[index + 1 :], held[index + 1 :], strict=True):
+                if tags.DEAD in conditions or tags.SATURATED in conditions:
+                    return facts.path
+        path = self.layers[index].path
+        kinds = PROPAGATING + ((kind,) if kind in SAME_KIND else ())
         for facts in self.layers[:index]:
-            for held in PROPAGATING:
-                finding = now.get((facts.path, held))
-                if finding is not None and (held != tags.DEAD or finding.value >= 1.0):
-                    return finding
+            for cause in kinds:
+                finding = now.get((facts.path, cause))
+                if finding is None or (cause == tags.DEAD != kind and finding.value < 1.0):
+                    continue
+                root = finding.origin or finding.layer
+                if root != path:
+                    return root
         return None
 
     def _conditions(self, facts: LayerFacts, health: Health) -> dict[str, tuple[float, str]]:
@@ -262,10 +316,14 @@ class HealthMonitor:
             )
         saturation = health.saturation(facts)
         if not math.isnan(saturation) and saturation >= SATURATED_SHARE:
-            held[tags.SATURATED] = (
-                saturation,
-                f"{saturation:.0%} of its {facts.activation} values are at a bound on {probe}",
-            )
+            if facts.bounds is OBSERVED:
+                where = "values are exactly at their maximum (a clip)"
+            elif facts.activation == "softmax":
+                where = "softmax rows are near one-hot (a value >= 0.99)"
+            else:
+                low, high, _ = facts.bounds
+                where = f"{facts.activation} values are at a bound ({low:g} or {high:g})"
+            held[tags.SATURATED] = (saturation, f"{saturation:.0%} of its {where} on {probe}")
         if math.isfinite(health.rms):
             first = self._first_rms.get(facts.path)
             if first is None:
@@ -283,6 +341,17 @@ class HealthMonitor:
                         ratio,
                         f"its RMS is {health.rms:.3g}, {ratio:.2g} of its first logged epoch's ({first:.3g})",
                     )
+        stuck = facts.trainable and facts.has_weights and health.change <= STALLED_CHANGE
+        # (a NaN change compares False.) A dead or saturated layer passes no gradient to its
+        # own weights, an exploding one's weights are too large for an update to show (its
+        # change after a 1,000-fold jump: 1.1e-6): that is the finding, not `stalled`.
+        if stuck and not held.keys() & {tags.DEAD, tags.SATURATED, tags.EXPLODING}:
+            held[tags.STALLED] = (
+                health.change,
+                f"its activations on {probe} did not change since the previous logged epoch "
+                f"(change {health.change:.2g}): its weights did not move (zero gradients: a "
+                "saturated or dead layer after it, or a learning rate of 0)",
+            )
         return held
 
 

@@ -253,7 +253,7 @@ function drawFindings(data) {
     el("strong", {text: f.layer}), ` ${f.kind} ${when}: ${f.detail}`);
     button.dataset.layer = f.layer;
     button.dataset.kind = f.kind;
-    button.dataset.since = String(f.since);
+    button.dataset.since = String(f.since_step);
     list.append(el("li", {}, button));
   }
   return [title, list];
@@ -262,9 +262,9 @@ function drawFindings(data) {
 function showOnset(data, finding) {
   const layer = data.layers.find((l) => l.name === finding.layer);
   const steps = layer ? layer.steps : data.steps;
-  const at = steps.indexOf(finding.since);
-  const before = at > 0 ? steps[at - 1] : finding.since;
-  Object.assign(state.compare, {runA: data.run, stepA: before, runB: data.run, stepB: finding.since});
+  const at = steps.indexOf(finding.since_step);
+  const before = at > 0 ? steps[at - 1] : finding.since_step;
+  Object.assign(state.compare, {runA: data.run, stepA: before, runB: data.run, stepB: finding.since_step});
   state.filter = finding.layer;
   ui.filter.value = finding.layer;
   state.view = "compare";
