@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
-from tbviz.io import reader, runs, tags
+from tbviz.io import fs, reader, runs, tags
 from tbviz.plugin.heat import HeatScale
 
 CAPTION_HEIGHT = 16
@@ -113,12 +113,29 @@ def load_runs(
 
     Raises:
         ExportError: `logdir` is not a directory, holds no tbviz images, or
-            has no run named `run`.
+            has no run named `run`; a URL could not be read.
     """
     try:
         runs.check_logdir(logdir)
     except runs.LogdirError as error:
         raise ExportError(str(error)) from None
+    try:
+        return _load(logdir, run, on_run, pictures)
+    except ExportError:
+        raise
+    except Exception as error:
+        if not fs.is_url(logdir):
+            raise
+        raise ExportError(  # the server went away while reading
+            f"could not read {fs.redact(logdir)!r} "
+            f"({fs.scrub(f'{type(error).__name__}: {error}', logdir)})"
+        ) from None
+
+
+def _load(
+    logdir: str, run: str | None, on_run: Callable[[str], None] | None, pictures: bool
+) -> tuple[list[Run], list[str]]:
+    shown = fs.redact(logdir)
     if run is not None:
         names = runs.all_runs(logdir)
         wanted = run.strip("/") or "."
@@ -127,7 +144,7 @@ def load_runs(
                 r.name for r in _read(runs.candidate_runs(logdir), on_run, False)[0]
             ]
             raise ExportError(
-                f"no run {run!r} in {logdir!r}; runs with tbviz images: "
+                f"no run {run!r} in {shown!r}; runs with tbviz images: "
                 + (", ".join(runs_with_images) or "none")
             )
         candidates = {wanted: names[wanted]}
@@ -137,7 +154,7 @@ def load_runs(
     if not found:
         scanned = ", ".join(sorted(candidates)) if candidates else "none"
         raise ExportError(
-            f"no tbviz images in {logdir!r}: expected event files with "
+            f"no tbviz images in {shown!r}: expected event files with "
             f"'{tags.tag(tags.IMAGE, '<layer>')}' image tags, as "
             f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{tags.RUN_NAME}; "
             f"run directories read: {scanned}"
@@ -199,7 +216,7 @@ def run_out_dir(out: str, run: Run, logdir: str) -> str:
     """Where a run's files go: ``<out>/<run name>`` (the run directory's name for ".")."""
     name = run.name
     if name == ".":
-        name = os.path.basename(os.path.abspath(logdir)) or "run"
+        name = fs.basename(logdir) or "run"
     return os.path.join(out, *name.split("/"))
 
 
