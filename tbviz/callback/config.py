@@ -149,7 +149,7 @@ def checked_log_dir(log_dir: Any) -> str:
     if isinstance(path, bytes) or not path:
         raise ValueError(f"`log_dir` must be a non-empty path. Received: log_dir={path!r}")
     if fs.is_url(path):
-        fs.filesystem(path)  # RemoteUnavailable (a ValueError) names the package to install
+        fs.require(path)  # RemoteUnavailable (a ValueError) names the package to install
         return path
     # Check without creating anything: the writer makes the directories when it first writes.
     existing = os.path.abspath(fs.local_path(path))

@@ -27,6 +27,7 @@ from tbviz.callback.config import (
     LoggerConfig,
 )
 from tbviz.io import tags
+from tbviz.io.fs import redact
 from tbviz.io.reader import existing_event_files
 from tbviz.io.summaries import LayerRecord
 from tbviz.io.writer import RunWriter
@@ -259,8 +260,9 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping | None = None) -> None:
         # Everything logged is on disk when fit() returns.
         self._wait_for_writes()
-        with self._failures(f"close the event file in {self._writer.run_dir}"):
+        with self._failures(f"close the event file in {redact(self._writer.run_dir)}"):
             self._writer.close()
+        self._warn_uploads()
 
     # -- building ----------------------------------------------------------------
 
@@ -317,13 +319,13 @@ class ActivationLogger(keras.callbacks.Callback):
             if last is not None and self._offset:
                 warn(
                     f"this fit() starts again at epoch 0, but epochs up to {last} are already "
-                    f"logged in {self._writer.run_dir}: its epochs are logged as steps "
+                    f"logged in {redact(self._writer.run_dir)}: its epochs are logged as steps "
                     f"{self._offset}, {self._offset + 1}, ... so that nothing is hidden. Pass "
                     f"initial_epoch={last + 1} to fit() to number them so in Keras too."
                 )
             elif last is None and epoch == 0 and existing_event_files(self._writer.run_dir):
                 warn(
-                    f"{self._writer.run_dir} already holds event files of an earlier run; the "
+                    f"{redact(self._writer.run_dir)} already holds event files of an earlier run; the "
                     "epochs of this one replace theirs in the viewers (their files stay). Use "
                     "another log_dir for a run of its own."
                 )
@@ -404,3 +406,9 @@ class ActivationLogger(keras.callbacks.Callback):
         (step, future), self._writing = self._writing, None
         with self._failures(f"write epoch {step}"):
             future.result()
+        self._warn_uploads()
+
+    def _warn_uploads(self) -> None:
+        """A log_dir URL's upload failures and recoveries, reported by the writer's thread."""
+        for notice in self._writer.notices():
+            warn(notice)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
-from tbviz.io import reader, tags
+from tbviz.io import fs, reader, tags
 from tbviz.io.tags import epoch_number
 from tbviz.plugin import html
 from tbviz.plugin.heat import NO_CHANGE_COLOUR, HeatScale
@@ -102,8 +102,9 @@ def write_html(
     file (`tbviz.plugin.html`); returns its size in bytes."""
     runs = [run for run, _ in selections]
     data = html.viewer(
-        runs, {run.name: layers for run, layers in selections}, title=logdir, max_bytes=max_bytes
-    )
+        runs, {run.name: layers for run, layers in selections}, title=fs.redact(logdir),
+        max_bytes=max_bytes,
+    )  # fmt: skip
     text = html.page(data).encode("utf-8")
     with open(path, "wb") as file:
         file.write(text)
@@ -122,7 +123,7 @@ def run_out_dir(out: str, run: Run, logdir: str) -> str:
     """Where a run's files go: ``<out>/<run name>`` (the run directory's name for ".")."""
     name = run.name
     if name == ".":
-        name = os.path.basename(os.path.abspath(logdir)) or "run"
+        name = fs.basename(logdir) or "run"
     return os.path.join(out, *name.split("/"))
 
 

@@ -13,7 +13,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from tbviz.io import reader, runs, tags
+from tbviz.io import fs, reader, runs, tags
 
 
 class LogError(ValueError):
@@ -41,7 +41,7 @@ def load_runs(
     pictures: bool = True,
     kinds: Iterable[str] | None = None,
 ) -> tuple[list[Run], list[str]]:
-    """Reads the runs of `logdir` that hold tbviz images.
+    """Reads the runs of `logdir` (a local path or a URL) that hold tbviz images.
 
     Without `run`, tbviz's runs (`tbviz.io.runs.candidate_runs`) are read.
     `pictures`: False leaves the PNGs on disk (`tbviz.io.reader.RunReader`);
@@ -51,19 +51,40 @@ def load_runs(
 
     Raises:
         LogError: `logdir` is not a directory, holds no tbviz images, or
-            has no run named `run`.
+            has no run named `run`; a URL could not be read.
     """
     try:
         runs.check_logdir(logdir)
     except runs.LogdirError as error:
         raise LogError(str(error)) from None
+    try:
+        return _load(logdir, run, on_run, pictures, kinds)
+    except LogError:
+        raise
+    except Exception as error:
+        if not fs.is_url(logdir):
+            raise
+        raise LogError(  # the server went away while reading
+            f"could not read {fs.redact(logdir)!r} "
+            f"({fs.scrub(f'{type(error).__name__}: {error}', logdir)})"
+        ) from None
+
+
+def _load(
+    logdir: str,
+    run: str | None,
+    on_run: Callable[[str], None] | None,
+    pictures: bool,
+    kinds: Iterable[str] | None,
+) -> tuple[list[Run], list[str]]:
+    shown = fs.redact(logdir)
     if run is not None:
         names = runs.all_runs(logdir)
         wanted = run.strip("/") or "."
         if wanted not in names:
             with_images = [r.name for r in _read(runs.candidate_runs(logdir), None, False, kinds)[0]]
             raise LogError(
-                f"no run {run!r} in {logdir!r}; runs with tbviz images: "
+                f"no run {run!r} in {shown!r}; runs with tbviz images: "
                 + (", ".join(with_images) or "none")
             )
         candidates = {wanted: names[wanted]}
@@ -73,7 +94,7 @@ def load_runs(
     if not found:
         scanned = ", ".join(sorted(candidates)) if candidates else "none"
         raise LogError(
-            f"no tbviz images in {logdir!r}: expected event files with "
+            f"no tbviz images in {shown!r}: expected event files with "
             f"'{tags.tag(tags.IMAGE, '<layer>')}' image tags, as "
             f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{tags.RUN_NAME}; "
             f"run directories read: {scanned}"

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tbviz._warnings import TbvizWarning
+from tbviz.io import fs
 from tbviz.io.reader import RunReader
 from tbviz.plugin import html, logs, viewdata
 
@@ -69,7 +70,7 @@ def show(
     patterns = [layers] if isinstance(layers, str) else layers
     runs, problems = logs.load_runs(path, run, pictures=False, kinds=viewdata.KINDS)
     chosen = {r.name: logs.select_layers(r, patterns, option="layers=") for r in runs}
-    data = html.viewer(runs, chosen, title=path, probes=probes, max_bytes=_budget(max_bytes))
+    data = html.viewer(runs, chosen, title=fs.redact(path), probes=probes, max_bytes=_budget(max_bytes))
     _display(html.fragment(data))
 
 
@@ -103,7 +104,7 @@ class LiveView:
             return
         run = logs.Run(os.path.basename(self.run_dir.rstrip("/\\")) or "run", self.run_dir, result)
         data = html.viewer(
-            [run], title=self.run_dir, max_bytes=self._max_bytes, cache=self._cache
+            [run], title=fs.redact(self.run_dir), max_bytes=self._max_bytes, cache=self._cache
         )
         output = _html(html.fragment(data, key=self._key))
         if self._handle is None:

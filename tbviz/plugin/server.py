@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbviz.io import runs, tags
+from tbviz.io import fs, runs, tags
 from tbviz.io.reader import ImageStep, ReadResult, RunReader, event_files, read_pictures
 from tbviz.io.tags import PLUGIN_NAME, epoch_number
 from tbviz.plugin import viewdata
@@ -123,8 +123,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     # -- runs ----------------------------------------------------------------------
 
     def _discover(self) -> dict[str, str]:
-        """Run name -> directory of the candidate runs (see `tbviz.io.runs`)."""
-        if not self._logdir or "://" in self._logdir or not os.path.isdir(self._logdir):
+        """Run name -> directory of the candidate runs (see `tbviz.io.runs`); a URL too."""
+        if not self._logdir or not (fs.is_url(self._logdir) or os.path.isdir(self._logdir)):
             return {}
         return runs.candidate_runs(self._logdir)
 
@@ -133,9 +133,15 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         notices = []
         if not self._logdir:
             notices.append("TensorBoard was started without --logdir: no runs to show.")
-        elif "://" in self._logdir:
-            notices.append(f"Only local log directories are read; received {self._logdir!r}.")
-        found = self._discover()
+        try:
+            found = self._discover()
+        except Exception as error:  # noqa: BLE001 -- a URL's server down: show what was read
+            notices.append(
+                f"Could not list {fs.redact(self._logdir)} "
+                f"({fs.scrub(f'{type(error).__name__}: {error}', self._logdir)}); "
+                "showing what was read before."
+            )
+            found = {run.name: run.path for run in self._runs.values()}
         with self._lock:
             for name, path in found.items():
                 if name not in self._runs:
@@ -161,7 +167,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         """The run's index; with `refresh`, after reading what is new on disk."""
         with run.lock:
             if run.index is None or refresh:
-                changed = run.reader.update()
+                try:
+                    changed = run.reader.update()
+                except Exception:
+                    if run.index is None or not fs.is_url(run.path):
+                        raise
+                    changed = False  # a URL's server did not answer: what was read stands
                 if changed or run.index is None:
                     run.index = _make_index(run.reader)
             return run.index
@@ -196,7 +207,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         names, notices = self._list_runs()
         if not names and not notices:
             notices.append(
-                f"No tbviz pictures under {self._logdir!r} yet: ActivationLogger(log_dir=...) "
+                f"No tbviz pictures under {fs.redact(self._logdir)!r} yet: ActivationLogger(log_dir=...) "
                 f"writes them to <log_dir>/{tags.RUN_NAME}; they show here as soon as the "
                 "first epoch is logged."
             )
