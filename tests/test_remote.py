@@ -202,7 +202,7 @@ def test_export_and_report_read_every_epoch_from_s3(s3_run, tmp_path):
     for layer in LAYERS:
         for item in result.images[tags.tag(tags.IMAGE, layer)]:
             for probe, png in enumerate(item.pngs):
-                path = tmp_path / tags.RUN_NAME / layer / f"probe{probe}" / f"epoch{item.step:04d}.png"
+                path = tmp_path / tags.RUN_NAME / layer / f"probe{probe}" / f"epoch{tags.epoch_number(item.step):04d}.png"
                 assert path.read_bytes() == png
     (reported,), problems = report.report(log_dir)
     assert (reported.run, reported.steps, problems) == (tags.RUN_NAME, list(range(EPOCHS)), [])
@@ -296,7 +296,7 @@ def test_fit_to_gcs_reads_back_every_epoch(gcs, tmp_path):
     assert steps_by_tag(result) == every_epoch(2)
     assert tbviz.cli.main(["export", log_dir, "--out", str(tmp_path)]) == 0
     item = result.images[tags.tag(tags.IMAGE, "conv_a")][1]
-    assert (tmp_path / tags.RUN_NAME / "conv_a" / "probe0" / "epoch0001.png").read_bytes() == item.pngs[0]
+    assert (tmp_path / tags.RUN_NAME / "conv_a" / "probe0" / f"epoch{tags.epoch_number(item.step):04d}.png").read_bytes() == item.pngs[0]
 
 
 # ---------------------------------------------------------------- once: no Keras involved
