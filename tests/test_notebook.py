@@ -71,6 +71,22 @@ def page_of(*fragments: str) -> str:
     return "<!doctype html><html><head><meta charset='utf-8'></head><body>" + "".join(fragments) + "</body></html>"
 
 
+# Replaces the first output with `html` the way Jupyter renders an output: the HTML set, then
+# each script element made again so that it runs.
+REPLACE = """
+const output = document.querySelector('.tbviz-embed');
+const holder = document.createElement('div');
+holder.innerHTML = arguments[0];
+for (const old of holder.querySelectorAll('script')) {
+  const script = document.createElement('script');
+  for (const {name, value} of old.attributes) script.setAttribute(name, value);
+  script.textContent = old.textContent;
+  old.replaceWith(script);
+}
+output.replaceWith(...holder.childNodes);
+"""
+
+
 def assert_offline(browser) -> None:
     """Everything the page used came with it: no http(s) resource was even asked for."""
     resources = browser.execute_script(RESOURCES)
@@ -151,6 +167,11 @@ def test_a_notebook_shows_one_live_viewer_while_training_and_the_whole_log_after
         assert [b["probe"] for b in first["probes"]] == ["0", "1", "2"]  # the RGB input as the probes' pictures
         play_the_slider(browser, 1, layers, EPOCHS - 1, probe="rgb")
         play_the_slider(browser, 0, layers, EPOCHS - 1, probe="rgb")
+        # The live output replaced by its next update (as Jupyter does: new HTML, its scripts
+        # run again) keeps what the user chose: the view, and the epoch on the slider.
+        browser.execute_script(REPLACE, live["data"]["text/html"])
+        page = wait(browser, lambda p: p["view"] == "slider" and p["sliderImages"], "the live view after an update")
+        assert page["slider"] == 0
         assert_offline(browser)
         assert severe_errors(browser) == []
     finally:
