@@ -138,12 +138,14 @@ def click_view(browser: webdriver.Chrome, view: str, viewer: int = 0) -> None:
     viewers[viewer].find_element(By.CSS_SELECTOR, f"button[data-view='{view}']").click()
 
 
-def wait(browser: webdriver.Chrome, ready, what: str, timeout: float = 60, viewer: int = 0) -> dict:
-    """Reads the page (its `viewer`-th viewer) until ``ready(page)``; fails naming `what` and the
-    last state seen."""
+def wait(
+    browser: webdriver.Chrome, ready, what: str, timeout: float = 60, viewer: int = 0, script: str = PAGE
+) -> dict:
+    """Reads the page (its `viewer`-th viewer, with `script`) until ``ready(page)``; fails naming
+    `what` and the last state seen."""
     deadline = time.monotonic() + timeout
     while True:
-        page = browser.execute_script(PAGE, viewer)
+        page = browser.execute_script(script, viewer)
         if page is not None and ready(page):
             return page
         if time.monotonic() > deadline:
