@@ -177,20 +177,14 @@ def _plan(entries: list[LayerEntry], samples: int, config: LoggerConfig) -> list
     asked = config.pictures
     layouts = [e.layout for e in entries]
     assert all(layouts)  # `_unusable` left out the others
-    # The model's inputs are written once (the probe does not change): outside the budget of
-    # each epoch, which the other layers share.
-    budgeted = [i for i, e in enumerate(entries) if e.input_index is None]
-    shared = fit_pixel_budget(
-        [layouts[i] for i in budgeted],  # type: ignore[misc]
+    limits = fit_pixel_budget(
+        layouts,  # type: ignore[arg-type]
         probes=samples,
         max_pixels=config.max_pixels_per_epoch,
         max_channels=asked.max_channels,
         max_size=asked.max_size,
         padding=asked.padding,
     )
-    limits = [(asked.max_size, asked.max_channels)] * len(entries)
-    for i, limit in zip(budgeted, shared, strict=True):
-        limits[i] = limit
     made: dict[tuple, PictureOptions] = {}  # each distinct one once: it builds a palette
     planned = []
     initial = config.value_range or (np.nan, np.nan)

@@ -85,9 +85,7 @@ class ActivationLogger(keras.callbacks.Callback):
             (``s3://bucket/logs``, ``gs://...``, any fsspec URL) writes to
             object storage (``pip install 'tbviz[remote]'`` and the file
             system's package). Defaults to `"logs"`.
-        layers: which layers to log: None for the default (the model's
-            image inputs first, the probe as the model sees it, written once
-            at the first logged epoch; then layers with a
+        layers: which layers to log: None for the default (layers with a
             spatial or sequence output, reaching into nested models, except
             input, dropout, padding, cropping and reshape layers and Keras'
             preprocessing and augmentation layers; past `max_layers`, block
@@ -273,9 +271,6 @@ class ActivationLogger(keras.callbacks.Callback):
         self._fixed: dict[str, tuple[float, float]] = {}  # layer path -> its fixed range
         self._previous: dict[str, np.ndarray] = {}  # layer path -> coarse maps of the last logged epoch
         self._monitor: HealthMonitor | None = None
-        # The model's inputs written so far: the probe is written once, at the first logged
-        # epoch (the viewers show it at every epoch).
-        self._probes_written: set[str] = set()
         self._active = True
 
     def _build(self) -> None:
@@ -356,10 +351,6 @@ class ActivationLogger(keras.callbacks.Callback):
             self._built.layers, results, unpacked, changes, healths, findings, strict=True
         ):
             path = planned.entry.path
-            if planned.entry.input_index is not None:  # the probe: it does not change
-                if path in self._probes_written:
-                    continue
-                self._probes_written.add(path)
             if planned.options.normalize == "fixed" and not np.isfinite(self._fixed[path][0]):
                 self._fixed[path] = (numbers.lo, numbers.hi)
             scalars = dict(numbers.statistics or {}) if config.stats else {}
@@ -414,11 +405,7 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         (step, future), self._writing = self._writing, None
         with self._failures(f"write epoch {step}"):
-            try:
-                future.result()
-            except Exception:
-                self._probes_written.clear()  # the probe goes with the next epoch again
-                raise
+            future.result()
         self._warn_uploads()
 
     def _warn_uploads(self) -> None:

@@ -137,27 +137,7 @@ def default_layers(entries: list[LayerEntry], max_layers: int) -> list[LayerEntr
     3. every candidate;
 
     and spread evenly over the model's depth, first and last always included.
-
-    Before them, the model's image inputs (`probe_inputs`), not counted in
-    `max_layers`: the probe as the model sees it, the row the others are read
-    against (written once, see `tbviz.callback.logger`).
     """
-    return probe_inputs(entries) + _default_layers(entries, max_layers)
-
-
-def probe_inputs(entries: list[LayerEntry]) -> list[LayerEntry]:
-    """The model's inputs that are images: rank 4 with 1 or 3 channels (any height and width)."""
-
-    def is_image(entry: LayerEntry) -> bool:
-        shape = tuple(entry.shape or ())
-        return len(shape) == 3 and (shape[0] if entry.channels_first else shape[-1]) in (1, 3)
-
-    return [
-        e for e in entries if e.input_index is not None and unusable_reason(e) is None and is_image(e)
-    ]
-
-
-def _default_layers(entries: list[LayerEntry], max_layers: int) -> list[LayerEntry]:
     candidates = _distinct([e for e in entries if _is_candidate(e, (3, 4, 5))])
     if not candidates:
         candidates = _distinct([e for e in entries if _is_candidate(e, (2,))])

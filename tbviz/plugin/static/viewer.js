@@ -321,18 +321,8 @@
       return data.layers.filter((layer) => !needle || layer.name.toLowerCase().includes(needle));
     }
 
-    // The step whose picture stands for `step`: `step` itself where the layer was logged.
-    // The probe is written once (it does not change): its row shows, at every epoch, the
-    // picture logged last at or before it, else the first one.
-    function pictureStep(layer, step) {
-      if (layer.logged.has(step)) return step;
-      if (!isProbeRow(layer) || !layer.steps.length) return null;
-      const before = layer.steps.filter((s) => s <= step);
-      return before.length ? before[before.length - 1] : layer.steps[0];
-    }
-
     function hasPicture(layer, step) {
-      return pictureStep(layer, step) !== null && state.probe < layer.samples;
+      return layer.logged.has(step) && state.probe < layer.samples;
     }
 
     // ------------------------------------------------------------ the shell
@@ -422,8 +412,8 @@
       ui.body.replaceChildren(...views[state.view].draw(data));
     }
 
-    // The probe images: the model's image input as the model sees it (logged by default,
-    // once), else their numbers.
+    // The probe images: the model's input as the model sees it, when it is logged
+    // (layers="all", or its name), else their numbers.
     function drawProbes(data) {
       if (!data) return;
       const probes = data.probes ?? [...Array(Math.max(1, ...data.layers.map((l) => l.samples))).keys()];
@@ -438,7 +428,7 @@
       ui.probe.dataset.key = key;
       ui.probe.replaceChildren(...probes.map((p) => {
         const button = el("button", {type: "button", className: "probe", "data-probe": p, "aria-pressed": String(p === state.probe),
-          title: input ? `probe image ${p}, as the model sees it` : `probe image ${p} (the model's input is not an image, or was not logged)`,
+          title: input ? `probe image ${p}, as the model sees it` : `probe image ${p} (log the model's input, layers="all" or its name, to see it here)`,
           onclick: () => { state.probe = p; remember(); draw(); }});
         const url = input ? source.pictureUrl(data.run, input.name, last, p) : null;
         if (url) {
@@ -626,7 +616,7 @@
           const row = el("tr", {className: isProbeRow(layer) ? "probe-row" : null}, el("th", {className: "layer", scope: "row"}, layerLabel(data, layer)));
           for (const step of chosen) {
             const cell = el("td", {}, hasPicture(layer, step)
-              ? picture(data.run, layer, pictureStep(layer, step), target)
+              ? picture(data.run, layer, step, target)
               : el("span", {className: "missing", text: "not logged"}));
             markHealth(cell, layer, step);
             row.append(cell);
@@ -710,7 +700,7 @@
           const figure = el("figure", {className: isProbeRow(layer) ? "probe-row" : null}, layerLabel(data, layer, {compact: true}), image, note);
           return {figure, show: (step) => {
             const ok = hasPicture(layer, step);
-            const url = ok ? source.pictureUrl(data.run, layer.name, pictureStep(layer, step), state.probe) : null;
+            const url = ok ? source.pictureUrl(data.run, layer.name, step, state.probe) : null;
             image.hidden = !url;
             note.className = "missing";
             note.textContent = url ? "" : `not logged at epoch ${epochNumber(step)}`;
@@ -774,9 +764,9 @@
         const rows = layers.map((layer) => {
           const other = dataB.byName.get(layer.name);
           const okA = hasPicture(layer, c.stepA);
-          const okB = hasPicture(other, c.stepB);
+          const okB = other.logged.has(c.stepB) && state.probe < other.samples;
           const side = (ok, run, who, step) => ok
-            ? picture(run, who, pictureStep(who, step), target)
+            ? picture(run, who, step, target)
             : el("span", {className: "missing", text: "not logged"});
           const a = side(okA, data.run, layer, c.stepA);
           const b = side(okB, dataB.run, other, c.stepB);
@@ -816,8 +806,8 @@
 
     async function drawDifference(cell, dataA, dataB, layerA, layerB, target) {
       const c = state.compare;
-      const urlA = source.pictureUrl(dataA.run, layerA.name, pictureStep(layerA, c.stepA), state.probe);
-      const urlB = source.pictureUrl(dataB.run, layerB.name, pictureStep(layerB, c.stepB), state.probe);
+      const urlA = source.pictureUrl(dataA.run, layerA.name, c.stepA, state.probe);
+      const urlB = source.pictureUrl(dataB.run, layerB.name, c.stepB, state.probe);
       const waiting = el("span", {className: "missing", text: "…"});
       cell.prepend(waiting);
       let result;
@@ -994,7 +984,7 @@
         onclick: () => stepZoom(0, 1)});
       const caption = el("span", {className: "caption", id: "zoom-caption",
         text: `${layer.name} · epoch ${epochNumber(z.step)} (${at + 1} of ${plural(steps.length, "logged epoch")}) · probe ${state.probe}`});
-      const url = hasPicture(layer, z.step) ? source.pictureUrl(data.run, layer.name, pictureStep(layer, z.step), state.probe) : null;
+      const url = hasPicture(layer, z.step) ? source.pictureUrl(data.run, layer.name, z.step, state.probe) : null;
       const shown = displaySize(layer.width, layer.height, Math.min(room.width, room.height));
       const image = url
         ? el("img", {src: url, alt: caption.textContent, width: shown.width, height: shown.height, "data-render": shown.factor >= 1 ? "pixelated" : "smooth", id: "zoom-image"})
