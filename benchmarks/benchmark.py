@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                 # all cases (~20 min), prints a Markdown table
     python benchmarks/benchmark.py --cases mnist   # one case
     python benchmarks/benchmark.py --backend jax   # on Keras' JAX backend (or torch)
+    python benchmarks/benchmark.py --health        # the logging step with layer health ÷ without
 
 ``--backend`` (default: ``KERAS_BACKEND``, else tensorflow) is set as
 ``KERAS_BACKEND`` before Keras is imported. For each case, in one run:
@@ -36,6 +37,11 @@
   device (on CPU ``TF_CPU_ALLOCATOR_USE_BFC=true`` makes it keep statistics),
   JAX's device memory statistics and PyTorch's CUDA allocator on a GPU (on
   CPU neither keeps any: "n/a").
+
+With ``--health``, instead: the logging step alone (step, then encoding and
+writing) with ``health=True`` divided by the same with ``health=False``: two
+loggers on one model, each built and warmed up, their steps interleaved
+(median of 9 each; `time_health`), one row per case.
 
 No weights are downloaded (``weights=None``); no data set either (MNIST is the
 shipped test split).
@@ -290,6 +296,54 @@ def time_case(name: str, rounds: int) -> dict:
     }
 
 
+def time_health(name: str, repeats: int = 9) -> dict:
+    """The logging step (traced step, then encoding and writing) with layer health judged
+    (``health=True``, the default) against the same without: two loggers on one model, each
+    built and warmed up, their steps interleaved so that a shared machine's drifts fall on
+    both sides; medians of `repeats`."""
+    model, _, _, _, probe, kwargs, what = make_case(name)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as log_dir:
+        loggers = {}
+        for health in (True, False):
+            logger = ActivationLogger(
+                probe, log_dir=os.path.join(log_dir, str(health)), health=health, **kwargs
+            )
+            logger.set_model(model)
+            logger.on_train_begin()
+            logger._writer.write_epoch(0, logger._log(0))  # builds and traces
+            loggers[health] = logger
+        for epoch in range(1, repeats + 1):
+            for health, logger in loggers.items():
+                start = time.perf_counter()
+                logger._writer.write_epoch(epoch, logger._log(epoch))
+                times[health].append(time.perf_counter() - start)
+        for logger in loggers.values():
+            logger.on_train_end()
+    with_health, without = (statistics.median(times[h]) for h in (True, False))
+    return {
+        "case": name,
+        "what": what,
+        "layers": len(loggers[True]._built.layers),
+        "health_s": with_health,
+        "no_health_s": without,
+        "health_ratio": with_health / without,
+    }
+
+
+def health_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| case | layers | logging step, health=False | health=True | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['what']} | {r['layers']} | {1000 * r['no_health_s']:.0f} ms "
+            f"| {1000 * r['health_s']:.0f} ms | {r['health_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 # -- memory, in a fresh process per measurement --------------------------------------------
 
 
@@ -461,9 +515,17 @@ def main() -> None:
     parser.add_argument(
         "--memory", nargs=3, metavar=("CASE", "MODE", "KIND"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--health", action="store_true", help="the logging step with layer health ÷ without"
+    )
     args = parser.parse_args()
     if args.memory:
         print(json.dumps(measure_memory(*args.memory)))
+        return
+    if args.health:
+        rows = [time_health(name) for name in args.cases.split(",")]
+        print(f"\ntbviz benchmark: {backend_description()}, {os.cpu_count()} CPU cores\n")
+        print(health_markdown(rows))
         return
     rows = []
     for name in args.cases.split(","):
