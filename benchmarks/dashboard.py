@@ -108,7 +108,7 @@ def time_browser(base: str) -> None:
     import tempfile
     from pathlib import Path
 
-    from test_dashboard_browser import PAGE, chromium, find_frame
+    from _browser_support import PAGE, chromium, find_frame
 
     browser = chromium(Path(tempfile.mkdtemp()))
     try:

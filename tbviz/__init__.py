@@ -12,14 +12,19 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["ActivationLogger", "LayerHealthWarning", "TbvizWarning"]
+__all__ = ["ActivationLogger", "LayerHealthWarning", "TbvizWarning", "show"]
 
 #: Keras' backends: each is also the name of its package and of tbviz's install extra.
 _BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def __getattr__(name: str):
-    # Imported on first use, so that `tbviz export` and `tbviz board` never load Keras.
+    # Imported on first use, so that `tbviz export` and `tbviz board` never load Keras
+    # (and `import tbviz` no viewer).
+    if name == "show":
+        from tbviz.plugin.notebook import show
+
+        return show
     if name == "ActivationLogger":
         try:
             from tbviz.callback import ActivationLogger

@@ -91,7 +91,12 @@ def main() -> None:
         "active": bool(logger._active),
         "built": logger._built is not None,
         "loss": [float(v) for v in history.history["loss"]],
-        "warnings": [str(w.message) for w in caught if "tbviz" in str(w.message)],
+        # tbviz's warnings about logging; not layer-health findings on this untrained model
+        "warnings": [
+            str(w.message) for w in caught
+            if issubclass(w.category, tbviz.TbvizWarning)
+            and not issubclass(w.category, tbviz.LayerHealthWarning)
+        ],
     }
     with open(result_path, "w") as f:
         json.dump(result, f)

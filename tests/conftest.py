@@ -104,6 +104,27 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+def logging_warnings(caught) -> list[str]:
+    """The messages of tbviz's warnings about its logging among the recorded `caught`: every
+    ``TbvizWarning`` but the layer-health findings, which are about the model (these tests'
+    models are untrained, on random data; tests/test_health.py tests the findings)."""
+    from tbviz import LayerHealthWarning, TbvizWarning
+
+    return [
+        str(w.message) for w in caught
+        if issubclass(w.category, TbvizWarning) and not issubclass(w.category, LayerHealthWarning)
+    ]  # fmt: skip
+
+
+def expected_tags(paths, *, inputs=(), outputs=()) -> set[str]:
+    """Every tag tbviz writes for the layers at `paths` with its defaults: all of
+    `tags.KINDS`, but no dead channels for the model's `inputs` (the data's) and no
+    saturation for its `inputs` and `outputs` (see docs/health.md)."""
+    left_out = {(tags.DEAD_CHANNELS, p) for p in inputs}
+    left_out |= {(tags.SATURATION, p) for p in (*inputs, *outputs)}
+    return {tags.tag(kind, p) for kind in tags.KINDS for p in paths if (kind, p) not in left_out}
+
+
 def decode_png(png: bytes) -> np.ndarray:
     """Decodes a PNG to an ``(H, W, 3)`` uint8 array (Pillow: a reader independent of tbviz's writer)."""
     import io

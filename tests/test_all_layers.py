@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import read_activations
+from conftest import expected_tags, read_activations
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from tbviz import ActivationLogger
@@ -18,10 +18,6 @@ EPOCHS = 2
 
 def fit(model, x, y, *loggers):
     model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=list(loggers))
-
-
-def all_tags(paths):
-    return {tags.tag(kind, path) for kind in tags.KINDS for path in paths}
 
 
 def descriptions(log_dir):
@@ -87,11 +83,7 @@ def test_all_layers_of_a_residual_model(tmp_path, images12):
     assert [p.entry.path for p in logger._built.layers] == RESIDUAL_ALL
     result = read_activations(tmp_path)
     assert not result.problems
-    # Health leaves out the input's dead channels and the input's and output's saturation.
-    unjudged = {tags.tag(tags.DEAD_CHANNELS, "image")} | {
-        tags.tag(tags.SATURATION, path) for path in ("image", "head")
-    }
-    assert result.tags() == all_tags(RESIDUAL_ALL) - unjudged
+    assert result.tags() == expected_tags(RESIDUAL_ALL, inputs=["image"], outputs=["head"])
     for path in RESIDUAL_ALL:
         logged = result.images[tags.tag(tags.IMAGE, path)]
         assert [(s.step, len(s.pngs)) for s in logged] == [(0, 2), (1, 2)], path
@@ -134,7 +126,7 @@ def test_all_layers_reach_into_a_nested_model(tmp_path, images12):
     expected = ["image", "backbone/conv_a", "backbone/bn", "backbone/relu", "backbone/conv_b",
                 "gap", "head"]  # fmt: skip
     assert [p.entry.path for p in logger._built.layers] == expected
-    assert read_activations(tmp_path).tags() == all_tags(expected)
+    assert read_activations(tmp_path).tags() == expected_tags(expected, inputs=["image"], outputs=["head"])
 
 
 # Pixels of one epoch of the residual model, all layers, 2 probes: the input's 3 maps of 12x12

@@ -70,11 +70,20 @@ def test_event_io_imports_no_keras_and_no_other_room():
 
 
 def test_the_plugin_stands_on_event_io_only():
-    """The ACTIVATIONS tab's server imports tbviz.io and itself, no Keras."""
+    """The viewers (the tab's server, the notebook and HTML viewers) import tbviz.io, themselves
+    and tbviz's warning classes, no Keras."""
     for name in (n for n in MODULES if room(n) == "plugin"):
-        outside = {m for m in tbviz_imports(name) if room(m) not in ("io", "plugin")}
+        outside = {m for m in tbviz_imports(name) if room(m) not in ("io", "plugin", "_warnings")}
         heavy = {m for m in imports(MODULES[name]) if m.split(".")[0] in {"keras", *BACKEND_PACKAGES}}
         assert not outside and not heavy, f"{name} imports {sorted(outside | heavy)}"
+
+
+def test_the_callback_reaches_the_notebook_viewer_only_when_asked():
+    """The callback imports the viewer (tbviz.plugin) inside the function that shows a notebook's
+    live view only: notebook=False never loads it."""
+    for name in (n for n in MODULES if room(n) == "callback"):
+        top = {m for m in tbviz_imports(name, top_level_only=True) if room(m) == "plugin"}
+        assert not top, f"{name} imports {sorted(top)} at module level"
 
 
 def test_only_the_step_backends_import_a_backend():
@@ -142,6 +151,11 @@ def test_readers_the_tab_and_export_run_with_keras_and_every_backend_unimportabl
         "from tbviz.io.reader import read_run\n"
         f"result = read_run({str(logdir / 'activations')!r})\n"
         "print(sorted(result.images), [s.step for s in result.images['feature_maps/conv']])\n"
+        "import warnings; warnings.simplefilter('error')\n"
+        "try:\n"
+        f"    tbviz.show({str(logdir)!r})  # no notebook here: it says so\n"
+        "except tbviz.TbvizWarning as warning:\n"
+        "    print('show:', str(warning)[:40])\n"
         "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
         "import keras\n"
     )
@@ -149,16 +163,19 @@ def test_readers_the_tab_and_export_run_with_keras_and_every_backend_unimportabl
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     lines = process.stdout.splitlines()
-    assert lines == ["['feature_maps/conv'] [0, 1, 2]", "[]"], process.stderr
+    assert lines == [
+        "['feature_maps/conv'] [0, 1, 2]", "show: tbviz.show displays the viewer in a note", "[]",
+    ], process.stderr  # fmt: skip
     assert "ModuleNotFoundError: No module named 'keras'" in process.stderr  # truly unimportable
     exported = subprocess.run(
-        [TBVIZ, "export", str(logdir), "--out", str(tmp_path / "out")],
+        [TBVIZ, "export", str(logdir), "--out", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert "Traceback" not in exported.stderr
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
     assert sorted(os.listdir(tmp_path / "out" / "activations" / "conv" / "probe0")) == [
-        "epoch0000.png", "epoch0001.png", "epoch0002.png",
+        "epoch0001.png", "epoch0002.png", "epoch0003.png",
     ]  # fmt: skip
     reported = subprocess.run(
         [TBVIZ, "report", str(logdir), "--json"], env=env, capture_output=True, text=True, timeout=120

@@ -1,27 +1,16 @@
-"""The change metric, the compare view's difference picture and the exported change heat map."""
+"""The change metric and the exported change heat map (the compare view's difference picture is
+the page's: tests/test_dashboard_browser.py)."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
-from PIL import Image
 
 from tbviz.cli import export
 from tbviz.io import tags
 from tbviz.numerics import change
-from tbviz.plugin import difference
-
-
-def palette_png(indices) -> bytes:
-    indices = np.asarray(indices, np.uint8)
-    image = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
-    image.putpalette(bytes(range(256)) * 3)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from tbviz.plugin import heat
 
 
 def test_relative_change_is_the_relative_l2_distance():
@@ -43,34 +32,10 @@ def test_coarse_shrinks_each_map_to_at_most_the_coarse_size():
 
 
 @pytest.mark.backend_independent
-def test_difference_is_b_minus_a_of_the_normalised_values():
-    """Index i stands for i / 253: 0 -> 253 is +1 (red end), equal is the white middle, 253 -> 0 is -1."""
-    a = palette_png([[0, 253, 100, tags.SEPARATOR_INDEX, 7]])
-    b = palette_png([[253, 0, 100, tags.SEPARATOR_INDEX, tags.NONFINITE_INDEX]])
-    png, mean = difference.difference_png(a, b)
-    with Image.open(io.BytesIO(png)) as image:
-        assert image.mode == "P"
-        indices = np.asarray(image)[0].tolist()
-        colours = np.asarray(image.convert("RGB"))[0]
-    assert indices == [252, 0, 126, tags.SEPARATOR_INDEX, tags.NONFINITE_INDEX]
-    assert colours[2].min() > 240  # no change: white
-    assert colours[0][0] > colours[0][2] and colours[1][2] > colours[1][0]  # red up, blue down
-    assert tuple(colours[4]) == tags.NONFINITE_COLOR
-    assert mean == pytest.approx((1 + 1 + 0) / 3)
-
-
-@pytest.mark.backend_independent
-def test_difference_of_pictures_of_other_sizes_is_refused():
-    """Pictures of different sizes cannot be compared: a message says why."""
-    with pytest.raises(difference.PictureMismatch, match="differ in size"):
-        difference.difference_png(palette_png([[1, 2]]), palette_png([[1], [2]]))
-
-
-@pytest.mark.backend_independent
 def test_change_heatmap_has_a_cell_per_layer_and_epoch():
     """The exported heat map: one cell per layer and epoch, brightest for the largest change."""
-    layers, steps = ["a", "b"], [0, 5, 10]
-    changes = {"a": {5: 0.01, 10: 0.001}, "b": {5: 0.5, 10: 0.1}}
+    layers, steps = ["a", "b", "frozen"], [0, 5, 10]
+    changes = {"a": {5: 0.01, 10: 0.001}, "b": {5: 0.5, 10: 0.1}, "frozen": {5: 0.0, 10: 0.0}}
     image = export.change_heatmap(layers, steps, changes)
     pixels = np.asarray(image.convert("RGB")).astype(int)
     cell = export.HEAT_CELL
@@ -84,3 +49,5 @@ def test_change_heatmap_has_a_cell_per_layer_and_epoch():
     brightness = {key: at(*key).sum() for key in [(0, 1), (0, 2), (1, 1), (1, 2)]}
     assert max(brightness, key=brightness.get) == (1, 1)  # 0.5, the largest: yellow
     assert min(brightness, key=brightness.get) == (0, 2)  # 0.001, the smallest: dark
+    # A change of exactly 0 is not the smallest change's colour: white, outlined.
+    assert tuple(at(2, 1)) == heat.NO_CHANGE_COLOUR != tuple(at(0, 2))

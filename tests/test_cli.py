@@ -62,7 +62,7 @@ def test_export_of_the_demo_log_writes_every_file_with_documented_sizes(demo_log
         first = logged[tags.tag(tags.IMAGE, layer)][0]
         for probe in range(DEMO_PROBES):
             for epoch in range(epochs):
-                with Image.open(out / "activations" / layer / f"probe{probe}" / f"epoch{epoch:04d}.png") as png:
+                with Image.open(out / "activations" / layer / f"probe{probe}" / f"epoch{epoch + 1:04d}.png") as png:
                     assert png.size == (first.width, first.height)
             with Image.open(out / "activations" / layer / f"probe{probe}.gif") as gif:
                 assert gif.n_frames == epochs
@@ -148,9 +148,9 @@ def test_corrupted_event_file_exports_what_is_readable_and_warns(tmp_path):
     with Image.open(tmp_path / "out" / "activations" / "conv" / "probe0.gif") as gif:
         assert gif.n_frames == 2  # epochs 0 and 2; 1 is corrupted, 3 truncated
     assert sorted(os.listdir(tmp_path / "out" / "activations" / "conv" / "probe0")) == [
-        "epoch0000.png",
-        "epoch0002.png",
-    ]
+        "epoch0001.png",
+        "epoch0003.png",
+    ]  # Keras' epochs 1 and 3: steps 0 and 2
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.util import tensor_util
 
-from tbviz.io import fs as tbviz_fs
 from tbviz.io import tags
 from tbviz.io.png import encode_palette_png
 from tbviz.io.reader import event_files, read_run
@@ -218,52 +217,6 @@ def test_file_cut_by_another_program_is_reported(tmp_path):
     writer.write_summary(1, b"")
     writer.close()
     assert len(event_files(str(tmp_path))) == 2
-
-
-def test_a_url_gets_one_new_complete_object_per_flush(tmp_path):
-    """A run directory given as a URL (fsspec's memory://): each flush writes a new event file, never rewrites one; a failed upload is kept for the next."""
-    import fsspec
-
-    memory = fsspec.filesystem("memory")
-    log_dir = f"memory://tbviz-{os.getpid()}-{id(tmp_path)}/logs"
-    written = write_two_layers(log_dir, steps=(0, 1, 2))
-    run = f"{log_dir}/{tags.RUN_NAME}"
-    paths = event_files(run)
-    assert len(paths) == 3 and all(p.startswith("memory://") for p in paths)
-    for step, path in enumerate(paths):  # one epoch an object, each with its version event
-        version, *events = records_in(memory.cat_file(path))
-        assert event_pb2.Event.FromString(version).file_version == "brain.Event:2"
-        steps = [event_pb2.Event.FromString(e) for e in events]
-        assert [e.step for e in steps] == [step, step]
-        (image,) = [v for v in steps[0].summary.value if v.tag == "feature_maps/conv"]
-        assert list(image.tensor.string_val)[2:] == [
-            encode_palette_png(p, PALETTE) for p in written["conv", step][0]
-        ]
-
-    class Refusing:  # a file system that fails once, as a server that is down would
-        def __init__(self):
-            self.calls = 0
-
-        def pipe_file(self, path, data):
-            self.calls += 1
-            if self.calls == 1:
-                raise ConnectionError("the server is down")
-            memory.pipe_file(path, data)
-
-    refusing = Refusing()
-    writer = EventFileWriter(f"{log_dir}/other")
-    writer.write_summary(5, b"")
-    original = tbviz_fs.filesystem
-    tbviz_fs.filesystem = lambda url: (refusing, original(url)[1])
-    try:
-        with pytest.raises(OSError, match="could not write memory://.*ConnectionError: the server is down.*kept and written with the next"):
-            writer.flush()
-        writer.write_summary(6, b"")
-        writer.flush()
-    finally:
-        tbviz_fs.filesystem = original
-    (path,) = event_files(f"{log_dir}/other")
-    assert [event_pb2.Event.FromString(r).step for r in records_in(memory.cat_file(path))[1:]] == [5, 6]
 
 
 def run_python(code: str, *, block_tensorflow: bool = False) -> str:

@@ -42,16 +42,17 @@ def export_all(logdir: Path, out: Path, **options) -> export.ExportSummary:
 
 
 def test_one_png_per_epoch_is_the_logged_picture_byte_for_byte(logdir, tmp_path):
-    """Per-epoch PNGs land at <layer>/probe<i>/epoch<NNNN>.png and equal the logged PNG."""
+    """Per-epoch PNGs land at <layer>/probe<i>/epoch<NNNN>.png (NNNN: the epoch as Keras prints
+    it, step + 1) and equal the logged PNG."""
     summary = export_all(logdir, tmp_path / "out")
     for layer, (width, height) in LAYERS.items():
         for probe in range(2):
             for step in STEPS:
                 path = (tmp_path / "out" / "activations" / export.safe_name(layer)
-                        / f"probe{probe}" / f"epoch{step:04d}.png")  # fmt: skip
+                        / f"probe{probe}" / f"epoch{step + 1:04d}.png")  # fmt: skip
                 assert path.read_bytes() == picture_png(width, height, step, probe)
     assert len(summary.pngs) == len(LAYERS) * 2 * len(STEPS)
-    assert (tmp_path / "out" / "activations" / "outer%2Finner" / "probe1" / "epoch0002.png").exists()
+    assert (tmp_path / "out" / "activations" / "outer%2Finner" / "probe1" / "epoch0003.png").exists()
 
 
 def test_gif_has_one_captioned_frame_per_epoch_in_order_with_documented_size(logdir, tmp_path):
@@ -110,7 +111,7 @@ def test_scale_enlarges_gifs_and_sheets_but_not_the_epoch_pngs(logdir, tmp_path)
         assert gif.size == (90, 60 + CAPTION_HEIGHT)
     with Image.open(run_out / "conv" / "sheet.png") as sheet:
         assert sheet.size == (LABEL_WIDTH + 2 * 90 + 3 * GAP, HEADER_HEIGHT + 3 * 60 + 4 * GAP)
-    with Image.open(run_out / "conv" / "probe0" / "epoch0000.png") as png:
+    with Image.open(run_out / "conv" / "probe0" / "epoch0001.png") as png:
         assert png.size == (30, 20)
 
 
@@ -234,3 +235,21 @@ def test_check_writable_rejects_a_file_as_out(tmp_path):
         export.check_writable(str(tmp_path / "file" / "sub"))
     export.check_writable(str(tmp_path / "new" / "dir"))
     assert os.listdir(tmp_path / "new" / "dir") == []
+
+
+def test_captions_number_epochs_as_keras_prints_them():
+    """A GIF frame and a contact sheet label step 0 "epoch 1", as Keras' "Epoch 1/N" (tags.epoch_number)."""
+    from PIL import ImageDraw, ImageFont
+
+    picture = Image.new("RGB", (80, 10), (0, 0, 0))
+    frame = export.epoch_frame(picture, 0, (80, 10))
+    expected = Image.new("RGB", (80, CAPTION_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(expected).text((40, CAPTION_HEIGHT / 2), "epoch 1", fill=(0, 0, 0),
+                                  font=ImageFont.load_default(), anchor="mm")  # fmt: skip
+    assert np.array_equal(np.asarray(frame)[10:], np.asarray(expected))
+    sheet = export.contact_sheet(["probe 0"], [0], lambda step, column: picture)
+    label = Image.new("RGB", (LABEL_WIDTH, 10), (255, 255, 255))
+    ImageDraw.Draw(label).text((LABEL_WIDTH - GAP, 5), "epoch 1", fill=(0, 0, 0),
+                               font=ImageFont.load_default(), anchor="rm")  # fmt: skip
+    top = HEADER_HEIGHT + GAP
+    assert np.array_equal(np.asarray(sheet)[top : top + 10, :LABEL_WIDTH], np.asarray(label))

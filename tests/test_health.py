@@ -385,30 +385,18 @@ return {
 def test_the_tab_lists_the_findings_and_shows_one_at_its_onset(faults, tmp_path, monkeypatch):
     """On a broken run the ACTIVATIONS tab lists its findings, marks the grid where they hold,
     and a click on one compares its layer at the epoch before the onset with the onset."""
-    import time
-
+    from _browser_support import chromium, open_tab, severe_errors, wait
     from _tensorboard_support import Server
     from selenium.webdriver.common.by import By
-    from test_dashboard_browser import chromium, open_tab
 
     monkeypatch.setenv("SE_OFFLINE", "true")
     root, _ = faults
     server = Server(root / "dead", "--load_fast=false")
     browser = None
-
-    def wait(ready, what):
-        deadline = time.monotonic() + 60
-        while True:
-            page = browser.execute_script(FINDINGS_PAGE)
-            if ready(page):
-                return page
-            assert time.monotonic() < deadline, f"{what} never showed; last state: {page!r}"
-            time.sleep(0.25)
-
     try:
         browser = chromium(tmp_path / "profile")
         open_tab(browser, server.url)
-        page = wait(lambda p: p["findings"] and p["marked"], "the findings")
+        page = wait(browser, lambda p: p["findings"] and p["marked"], "the findings", script=FINDINGS_PAGE)
         assert page["title"] == "Layer health: 1 warning, 1 info"
         assert [(f["layer"], f["kind"], f["since"], f["warning"]) for f in page["findings"]] == [
             ("conv2", "dead", "1", True), ("pool2", "dead", "1", False)
@@ -417,12 +405,12 @@ def test_the_tab_lists_the_findings_and_shows_one_at_its_onset(faults, tmp_path,
         assert {layer for layer, _ in page["marked"]} == {"conv2"}
         assert {int(step) for _, step in page["marked"]} == set(range(1, EPOCHS))
         browser.find_element(By.CSS_SELECTOR, "#findings-list button[data-layer='conv2']").click()
-        page = wait(lambda p: p["compare"] and all(i["loaded"] for i in p["compare"]), "the onset")
+        page = wait(browser, lambda p: p["compare"] and all(i["loaded"] for i in p["compare"]),
+                    "the onset", script=FINDINGS_PAGE)  # fmt: skip
         assert {(i["layer"], i["side"], i["step"]) for i in page["compare"]} == {
             ("conv2", "a", "0"), ("conv2", "b", "1"), ("conv2", "difference", "1")
         }
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == [], errors
+        assert severe_errors(browser) == []
     finally:
         if browser is not None:
             browser.quit()

@@ -15,22 +15,18 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import pictures_at, read_activations
+from conftest import logging_warnings, pictures_at, read_activations
 
-from tbviz import ActivationLogger, TbvizWarning
+from tbviz import ActivationLogger
 from tbviz.io import tags
 
 
-def tbviz_warnings(caught) -> list[str]:
-    return [str(w.message) for w in caught if issubclass(w.category, TbvizWarning)]
-
-
 def fit(model, x, y, *callbacks, epochs=2, **options):
-    """``model.fit`` for a couple of epochs; returns tbviz's warnings."""
+    """``model.fit`` for a couple of epochs; returns tbviz's warnings about its logging."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=list(callbacks), **options)
-    return tbviz_warnings(caught)
+    return logging_warnings(caught)
 
 
 def image_layers(result) -> list[str]:

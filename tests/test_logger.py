@@ -8,7 +8,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import pictures_at, read_activations, small_cnn
+from conftest import expected_tags, pictures_at, read_activations, small_cnn
 
 from tbviz import ActivationLogger, LayerHealthWarning
 from tbviz.io import tags
@@ -28,10 +28,6 @@ def image_tags(layers):
     return {tags.tag(tags.IMAGE, name) for name in layers}
 
 
-def all_tags(layers):
-    return {tags.tag(kind, name) for kind in tags.KINDS for name in layers}
-
-
 def run_dirs(log_dir):
     return sorted(d for d in os.listdir(log_dir) if os.path.isdir(os.path.join(log_dir, d)))
 
@@ -44,7 +40,7 @@ def test_default_layers_every_epoch(tmp_path, data):
               callbacks=[ActivationLogger(probe, log_dir=tmp_path)])  # fmt: skip
     result = read_activations(tmp_path)
     assert result.problems == []
-    assert result.tags() == all_tags(DEFAULT_LAYERS)
+    assert result.tags() == expected_tags(DEFAULT_LAYERS)
     sizes = {"conv_a": (10, 10, 8), "pool_a": (5, 5, 8), "conv_b": (3, 3, 4)}
     for name, (h, w, channels) in sizes.items():
         steps = result.images[tags.tag(tags.IMAGE, name)]
@@ -202,7 +198,7 @@ def test_side_by_side_with_keras_tensorboard(tmp_path, data):
     ])  # fmt: skip
     assert run_dirs(tmp_path) == [tags.RUN_NAME, "train", "validation"]
     result = read_activations(tmp_path)
-    assert result.tags() == all_tags(DEFAULT_LAYERS)
+    assert result.tags() == expected_tags(DEFAULT_LAYERS)
     for tag in image_tags(DEFAULT_LAYERS):
         assert [s.step for s in result.images[tag]] == [0, 1, 2]
 

@@ -25,7 +25,7 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
-from conftest import pictures_at, read_activations
+from conftest import logging_warnings, pictures_at, read_activations
 
 from tbviz import ActivationLogger
 from tbviz.io import tags
@@ -59,11 +59,11 @@ def image_tags(paths):
 
 
 def fit(model, x, y, *loggers, batch_size=8, epochs=EPOCHS):
-    """Trains `model` with the loggers; returns the tbviz warnings raised meanwhile."""
+    """Trains `model` with the loggers; returns tbviz's warnings about its logging meanwhile."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(loggers))
-    return [str(w.message) for w in caught if "tbviz" in str(w.message)]
+    return logging_warnings(caught)
 
 
 def assert_logged(result, sizes, samples, steps=(0, 1)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -126,27 +127,39 @@ def test_picture_is_the_logged_png_and_cacheable(board, logdir):
     assert "max-age=" in headers["Cache-Control"]
 
 
-def test_difference_of_two_runs_is_a_picture_of_the_same_size(board):
-    """Compare: epoch 0 of exp1 against epoch 10 of exp2, and an epoch against itself (all white)."""
-    status, _, png = board.get(
-        query("difference", run="exp1/activations", step=0, run_b="exp2/activations", step_b=10,
-              layer="conv_a", sample=1)  # fmt: skip
-    )
-    assert status == 200
-    status, _, same = board.get(
-        query("difference", run="exp1/activations", step=2, step_b=2, layer="conv_a", sample=1)
-    )
-    assert status == 200
-    status, _, picture = board.get(query("picture", run="exp1/activations", layer="conv_a", step=0, sample=1))
-    with Image.open(io.BytesIO(png)) as a, Image.open(io.BytesIO(same)) as b, \
-            Image.open(io.BytesIO(picture)) as p:  # fmt: skip
-        assert a.size == b.size == p.size
-        logged = np.asarray(p)
-        same_rgb = np.asarray(b.convert("RGB"))
-        real = logged < tags.LEVELS
-        # No difference: the middle of the diverging map, white-ish, wherever there is a map.
-        assert (same_rgb[real].min(axis=-1) > 240).all()
-        assert np.asarray(a.convert("RGB"))[real].std() > 0
+def test_run_answer_holds_the_labels_palettes_and_probes_the_page_draws(board, logdir):
+    """/run: each layer's LayerInfo as logged (row labels), the colour maps' palettes as the PNGs
+    hold them (colour bars, reading values back), the probes, the heat map's ticks and its 0."""
+    data = board.json(query("run", run="exp1/activations"))
+    logged = read_run(str(logdir / "exp1" / "activations"))
+    for layer in data["layers"]:
+        assert layer["info"] == json.loads(json.dumps(dataclasses.asdict(logged.info(layer["name"]))))
+        assert "infos" not in layer and "info_at" not in layer  # pictured the same at every step
+    assert data["probes"] == [0, 1, 2]
+    with Image.open(io.BytesIO(logged.images["feature_maps/conv_a"][0].pngs[0])) as picture:
+        colours = np.asarray(picture.getpalette()[:768]).reshape(256, 3)
+    assert data["palettes"]["viridis"] == ["#{:02x}{:02x}{:02x}".format(*c) for c in colours]
+    difference = data["difference"]["palette"]
+    assert len(difference) == 255 and difference[127] == "#f7f7f7"  # RdBu_r: 0 in the white middle
+    scale = data["change_scale"]
+    assert scale["zero"] == "#ffffff"
+    assert scale["ticks"][0] == pytest.approx(scale["low"], rel=1e-3)
+    assert scale["ticks"][-1] == pytest.approx(scale["high"], rel=1e-3)
+
+
+def test_numbers_are_the_layers_scalars_at_each_logged_step(board, logdir):
+    """/numbers: a layer's mean, std, health figures and change at each logged step, as logged."""
+    answer = board.json(query("numbers", run="exp2/activations", layer="conv_b"))
+    logged = read_run(str(logdir / "exp2" / "activations"))
+    assert answer["steps"] == [0, 5, 10]
+    assert {"mean", "std", "zero_fraction", "change"} <= set(answer["numbers"])
+    for kind, values in answer["numbers"].items():
+        expected = dict(logged.scalars[tags.tag(kind, "conv_b")])
+        for step, value in zip(answer["steps"], values, strict=True):
+            if step in expected:
+                assert value == pytest.approx(expected[step], rel=1e-3)
+            else:
+                assert value is None  # change: nothing to compare the first step with
 
 
 @pytest.mark.parametrize(
@@ -160,20 +173,19 @@ def test_difference_of_two_runs_is_a_picture_of_the_same_size(board):
         ("picture", {"run": "exp1/activations", "layer": "../conv_a", "step": 0, "sample": 0},
          "has no layer '../conv_a'"),
         ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 7, "sample": 0},
-         "has no logged epoch 7; its 3 logged epochs run from 0 to 2"),
+         "has no logged step 7; its 3 logged steps run from 0 to 2 (epochs 1 to 3, as Keras prints them)"),
         ("picture", {"run": "exp2/activations", "layer": "conv_a", "step": 4, "sample": 0},
-         "has no logged epoch 4; its 3 logged epochs run from 0 to 10"),
+         "has no logged step 4; its 3 logged steps run from 0 to 10"),
         ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": "1e3", "sample": 0},
          "'step' must be an integer"),
         ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 10**30},
-         f"no probe image {10**30} at epoch 0: there are 3 (0 to 2)"),
+         f"no probe image {10**30} at step 0 (epoch 1): there are 3 (0 to 2)"),
         ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": -1},
          "no probe image -1"),
         ("picture", {"run": "exp1/activations", "layer": "conv_a", "step": 0}, "'sample' must be"),
-        ("difference", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 0,
-                        "run_b": "nope", "step_b": 0}, "unknown run 'nope'"),
-        ("difference", {"run": "exp1/activations", "layer": "conv_a", "step": 0, "sample": 0,
-                        "step_b": 3}, "has no logged epoch 3"),
+        ("numbers", {"run": "nope", "layer": "conv_a"}, "unknown run 'nope'"),
+        ("numbers", {"run": "exp1/activations"}, "missing parameter 'layer'"),
+        ("numbers", {"run": "exp1/activations", "layer": "conv"}, "has no layer 'conv'"),
     ],
 )
 def test_hostile_or_wrong_parameters_are_a_400_with_a_message(board, route, params, message):
@@ -303,5 +315,31 @@ def test_wrong_logdirs_show_a_notice(tmp_path):
         assert server.json("/data/plugins_listing")[PLUGIN_NAME]["enabled"] is False
         runs = server.json(f"{ROUTE}/runs")
         assert runs["runs"] == [] and "No tbviz pictures" in runs["notices"][0]
+    finally:
+        server.close()
+
+
+def test_an_unreadable_run_is_a_notice_and_symlinked_runs_are_listed(tmp_path):
+    """A run whose only event file is unreadable is named in a notice, not silently missing; runs
+    reached through symbolic links are listed under each path, as TensorBoard lists them."""
+    logdir = tmp_path / "logs"
+    write_log(tmp_path / "elsewhere" / "activations", {"conv": (6, 6)}, range(2))
+    os.makedirs(logdir)
+    os.symlink(tmp_path / "elsewhere", logdir / "linked")
+    write_log(logdir / "real" / "activations", {"conv": (6, 6)}, range(1))
+    os.symlink(logdir / "real", logdir / "alias")
+    os.makedirs(logdir / "bad" / "activations")
+    (logdir / "bad" / "activations" / "events.out.tfevents.1.host.1.0").write_bytes(bytes(range(256)) * 8)
+    server = Server(logdir, "--load_fast=false")
+    try:
+        listing = server.json(f"{ROUTE}/runs")
+        tensorboard_runs = set(server.json("/data/runs"))
+        assert listing["runs"] == ["alias/activations", "linked/activations", "real/activations"]
+        assert set(listing["runs"]) <= tensorboard_runs
+        (notice,) = listing["notices"]
+        assert notice.startswith("bad/activations: no readable tbviz pictures; skipped while reading: ")
+        assert "events.out.tfevents.1.host.1.0" in notice
+        status, _, _ = server.get(query("picture", run="linked/activations", layer="conv", step=1, sample=0))
+        assert status == 200
     finally:
         server.close()

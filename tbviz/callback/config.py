@@ -45,6 +45,7 @@ class LoggerConfig:
     health: bool
     max_probes: int
     model: keras.Model | None
+    notebook: bool = False
 
     @classmethod
     def checked(
@@ -66,6 +67,7 @@ class LoggerConfig:
         health: Any,
         max_probes: Any,
         model: Any,
+        notebook: Any = False,
     ) -> LoggerConfig:
         """The config, or the first mistake in the arguments as a `ValueError` or `TypeError`."""
         if model is not None and not isinstance(model, keras.Model):
@@ -73,7 +75,9 @@ class LoggerConfig:
                 "`model` must be a keras.Model (the model to picture, e.g. a GAN's generator). "
                 f"Received: model={model!r} of type {type(model).__name__}"
             )
-        for name, value in (("stats", stats), ("histograms", histograms), ("health", health)):
+        for name, value in (
+            ("stats", stats), ("histograms", histograms), ("health", health), ("notebook", notebook)
+        ):  # fmt: skip
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
         if not isinstance(cmap, str):
@@ -120,6 +124,7 @@ class LoggerConfig:
             health=health,
             max_probes=positive_int("max_probes", max_probes),
             model=model,
+            notebook=notebook,
         )
 
 
@@ -144,7 +149,7 @@ def checked_log_dir(log_dir: Any) -> str:
     if isinstance(path, bytes) or not path:
         raise ValueError(f"`log_dir` must be a non-empty path. Received: log_dir={path!r}")
     if fs.is_url(path):
-        fs.filesystem(path)  # RemoteUnavailable (a ValueError) names the package to install
+        fs.require(path)  # RemoteUnavailable (a ValueError) names the package to install
         return path
     # Check without creating anything: the writer makes the directories when it first writes.
     existing = os.path.abspath(fs.local_path(path))

@@ -27,6 +27,7 @@ from tbviz.callback.config import (
     LoggerConfig,
 )
 from tbviz.io import tags
+from tbviz.io.fs import redact
 from tbviz.io.reader import existing_event_files
 from tbviz.io.summaries import LayerRecord
 from tbviz.io.writer import RunWriter
@@ -152,6 +153,12 @@ class ActivationLogger(keras.callbacks.Callback):
             vectors), a VAE's decoder, a backbone inside a custom training
             wrapper. The callback is still given to the wrapper's ``fit()``.
             Defaults to `None`: the model being trained.
+        notebook: in a notebook (an IPython kernel: Jupyter, Colab, VS Code),
+            show the viewer of this run under the training cell, one output
+            replaced at each logged epoch and left there when training ends
+            (`tbviz.show`'s viewer, self-contained); each logged epoch is then
+            written before training goes on. Outside a notebook it does
+            nothing. Defaults to `False`.
 
     Example:
 
@@ -184,6 +191,7 @@ class ActivationLogger(keras.callbacks.Callback):
         health: bool = True,
         max_probes: int = DEFAULT_MAX_PROBES,
         model: keras.Model | None = None,
+        notebook: bool = False,
     ) -> None:
         super().__init__()
         self.config = LoggerConfig.checked(
@@ -203,10 +211,12 @@ class ActivationLogger(keras.callbacks.Callback):
             health=health,
             max_probes=max_probes,
             model=model,
+            notebook=notebook,
         )
         self.probe = probes.capped(probes.as_probe(probe_images), self.config.max_probes)
         self._writer = RunWriter(self.config.log_dir)
         self._writing: tuple[int, Future] | None = None  # the epoch being written
+        self._live: Any = None  # notebook=True: the viewer under the cell; False outside one
         self._reset()
 
     @property
@@ -224,6 +234,7 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         self._active = steps.writes_summaries(self.model)
         self._offset: int | None = None  # this fit's step offset, fixed at its first epoch
+        self._live = None  # notebook=True: each fit() shows under its own cell
         if self._active and self._built is None:
             if has_inputs(target_model(self.model, self.config.model)):
                 self._build()
@@ -243,12 +254,15 @@ class ActivationLogger(keras.callbacks.Callback):
         with self._failures(f"log epoch {step}"):
             records = self._log(step)
             self._writing = (step, self._writer.submit(step, records))
+        if self.config.notebook:
+            self._show_in_notebook()
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         # Everything logged is on disk when fit() returns.
         self._wait_for_writes()
-        with self._failures(f"close the event file in {self._writer.run_dir}"):
+        with self._failures(f"close the event file in {redact(self._writer.run_dir)}"):
             self._writer.close()
+        self._warn_uploads()
 
     # -- building ----------------------------------------------------------------
 
@@ -305,13 +319,13 @@ class ActivationLogger(keras.callbacks.Callback):
             if last is not None and self._offset:
                 warn(
                     f"this fit() starts again at epoch 0, but epochs up to {last} are already "
-                    f"logged in {self._writer.run_dir}: its epochs are logged as steps "
+                    f"logged in {redact(self._writer.run_dir)}: its epochs are logged as steps "
                     f"{self._offset}, {self._offset + 1}, ... so that nothing is hidden. Pass "
                     f"initial_epoch={last + 1} to fit() to number them so in Keras too."
                 )
             elif last is None and epoch == 0 and existing_event_files(self._writer.run_dir):
                 warn(
-                    f"{self._writer.run_dir} already holds event files of an earlier run; the "
+                    f"{redact(self._writer.run_dir)} already holds event files of an earlier run; the "
                     "epochs of this one replace theirs in the viewers (their files stay). Use "
                     "another log_dir for a run of its own."
                 )
@@ -374,6 +388,17 @@ class ActivationLogger(keras.callbacks.Callback):
         fixed = [self._fixed[p.entry.path] for p in self._built.layers]
         return np.array(fixed, np.float32).reshape(-1, 2)
 
+    def _show_in_notebook(self) -> None:
+        """Writes the epoch, then shows the run so far under the cell (`notebook=True`)."""
+        self._wait_for_writes()
+        with self._failures("show the epoch in the notebook"):
+            if self._live is None:
+                from tbviz.plugin.notebook import LiveView
+
+                self._live = LiveView.start(self._writer.run_dir) or False
+            if self._live:
+                self._live.update()
+
     def _wait_for_writes(self) -> None:
         """Waits for the epoch being written, if any, and reports its failure as a warning."""
         if self._writing is None:
@@ -381,3 +406,9 @@ class ActivationLogger(keras.callbacks.Callback):
         (step, future), self._writing = self._writing, None
         with self._failures(f"write epoch {step}"):
             future.result()
+        self._warn_uploads()
+
+    def _warn_uploads(self) -> None:
+        """A log_dir URL's upload failures and recoveries, reported by the writer's thread."""
+        for notice in self._writer.notices():
+            warn(notice)

@@ -13,6 +13,7 @@ import shlex
 import sys
 import textwrap
 import threading
+import types
 from collections.abc import Sequence
 
 from tbviz import _missing_backend
@@ -22,6 +23,7 @@ from tbviz.io import tags
 #: ``images=0`` ("keep all") is broken (tensorflow/tensorboard#5550).
 SAMPLES_PER_PLUGIN = "images=100000"
 USAGE_ERROR = 2
+_LOGDIR_HELP = "the log directory, e.g. logs/mnist, or its URL, e.g. s3://bucket/logs/mnist"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # same format as argparse, for our own errors too
@@ -46,6 +48,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, received {text!r}")
     return value
 
 
@@ -122,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Starts TensorBoard on localhost for LOGDIR with --samples_per_plugin "
             f"{SAMPLES_PER_PLUGIN}, so the Images dashboard keeps every logged epoch "
             "(TensorBoard's default keeps 10 per tag), prints its URL and serves until "
-            "Ctrl+C."
+            "Ctrl+C. A LOGDIR URL (s3://, gs://, any fsspec URL) is read without "
+            "TensorFlow's file systems, so s3:// works where TensorFlow is installed."
         ),
     )
-    board.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    board.add_argument("logdir", metavar="LOGDIR", help=_LOGDIR_HELP)
     board.add_argument(
         "--port",
         type=_port,
@@ -136,18 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     exporting = commands.add_parser(
         "export",
-        help="write logged feature maps as PNGs, animated GIFs and contact sheets",
+        help="write logged feature maps as PNGs, animated GIFs, contact sheets or one HTML viewer",
         description=textwrap.fill(
             "Reads the event files under LOGDIR (no training, no model, no TensorFlow graph "
             "needed) and writes, for every layer and probe image, one PNG per epoch, an "
-            "animated GIF across epochs and contact sheets.",
+            "animated GIF across epochs and contact sheets (--out); or the ACTIVATIONS "
+            "tab's viewer as one self-contained HTML file, to open offline in any "
+            "browser (--html); or both.",
             width=79,
         ),
         epilog=export.FILES_WRITTEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_logdir_and_run(exporting, "export")
-    exporting.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    exporting.add_argument("--out", metavar="DIR", help="output directory of the PNGs, GIFs and sheets")
+    exporting.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the viewer (layers x epochs, one slider, compare, change heat map) with "
+        "the pictures embedded to this one HTML file",
+    )
+    exporting.add_argument(
+        "--max-mb",
+        type=_non_negative_float,
+        default=50,
+        metavar="MB",
+        help="--html: about how many megabytes of pictures the file may hold; past it the "
+        "viewer holds fewer probe images, then epochs, then layers, and says so; 0: no "
+        "limit (default: %(default)s)",
+    )
     exporting.add_argument(
         "--layer",
         action="append",
@@ -197,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_logdir_and_run(command: argparse.ArgumentParser, verb: str) -> None:
     """The LOGDIR argument and the --run option of a command that reads logs."""
-    command.add_argument("logdir", metavar="LOGDIR", help="the log directory, e.g. logs/mnist")
+    command.add_argument("logdir", metavar="LOGDIR", help=_LOGDIR_HELP)
     command.add_argument(
         "--run",
         metavar="RUN",
@@ -236,8 +266,16 @@ def _warn(message: str) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from tbviz import data
+    from tbviz.io import fs
 
     logdir = args.logdir
+    if fs.is_url(logdir):
+        raise _UsageError(
+            "--logdir must be a local directory: the demo writes its losses with Keras' "
+            "TensorBoard callback, which writes through TensorFlow's file systems. "
+            "ActivationLogger(log_dir=URL) in your own training logs to object storage "
+            f"(docs/remote.md). Received: {fs.redact(logdir)!r}"
+        )
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise _UsageError(f"--logdir must be a directory; received {logdir!r}, which is a file")
     if os.path.isdir(logdir) and os.listdir(logdir):
@@ -310,10 +348,17 @@ def start_board(logdir: str, port: int | None = None, extra_flags: Sequence[str]
         ``(tensorboard, url)``: the `tensorboard.program.TensorBoard` and the
         URL it serves, e.g. ``"http://localhost:6006/"``.
 
+    A `logdir` URL is read by TensorBoard's TensorFlow-free file systems
+    (`read_urls_without_tensorflow`), which open ``s3://`` where TensorFlow's do not.
+
     Raises:
         tensorboard.program.TensorBoardServerException: the server could not
             start, e.g. the port is in use.
     """
+    from tbviz.io import fs
+
+    if fs.is_url(logdir):
+        read_urls_without_tensorflow()
     from tensorboard import program
 
     argv = [None, "--logdir", logdir, "--samples_per_plugin", SAMPLES_PER_PLUGIN]
@@ -324,18 +369,37 @@ def start_board(logdir: str, port: int | None = None, extra_flags: Sequence[str]
     return tensorboard, tensorboard.launch()
 
 
-def _board(args: argparse.Namespace) -> int:
-    from tbviz.io import runs
+def read_urls_without_tensorflow() -> None:
+    """Makes TensorBoard, in this process, read log directories as it does where TensorFlow is
+    not installed: ``s3://`` through boto3 (or s3fs), any other URL through fsspec.
 
-    logdir = args.logdir
+    With TensorFlow installed, TensorBoard reads through ``tf.io.gfile``, which has
+    no ``s3://`` (TensorFlow I/O, which had it, has no release for current
+    TensorFlow). ``tensorboard.compat.notf`` is TensorBoard's own switch to its
+    TensorFlow-free stub (``tensorboard.compat.tf``); it must be set before
+    TensorBoard first needs TensorFlow, as it is in ``tbviz board``.
+    """
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
+def _board(args: argparse.Namespace) -> int:
+    from tbviz.io import fs, runs
+
+    logdir, shown = args.logdir, fs.redact(args.logdir)
+    if fs.is_url(logdir):
+        read_urls_without_tensorflow()  # before TensorBoard is imported
     try:
         runs.check_logdir(logdir)
+        empty = not runs.run_directories(logdir)
     except runs.LogdirError as error:
         raise _UsageError(str(error)) from None
-    if not runs.run_directories(logdir):
+    except Exception as error:  # noqa: BLE001 -- a URL's server went away after answering
+        reason = fs.scrub(f"{type(error).__name__}: {error}", logdir)
+        raise _UsageError(f"could not list {shown!r} ({reason})") from None
+    if empty:
         _warn(
-            f"no event files in {logdir!r} yet; TensorBoard shows them as soon as training "
-            f"writes them (ActivationLogger(log_dir={logdir!r}))"
+            f"no event files in {shown!r} yet; TensorBoard shows them as soon as training "
+            f"writes them (ActivationLogger(log_dir={shown!r}))"
         )
     from tensorboard import program
 
@@ -343,7 +407,7 @@ def _board(args: argparse.Namespace) -> int:
         _, url = start_board(logdir, args.port)
     except program.TensorBoardServerException as error:
         raise _UsageError(f"{error.msg.rstrip('.')}; try another --port (0 picks a free one)") from None
-    print(f"TensorBoard serving {logdir} at {url} (every logged epoch on the step slider)")
+    print(f"TensorBoard serving {shown} at {url} (every logged epoch on the step slider)")
     print(f"Feature maps: {url}#activations")
     print("Press Ctrl+C to stop.", flush=True)
     try:
@@ -359,10 +423,14 @@ def _board(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tbviz.cli import export
 
+    if args.out is None and args.html is None:
+        raise _UsageError("say where to write: --out DIR (PNGs, GIFs, sheets), --html FILE, or both")
     progress = _progress_bar()
     try:
         with progress(total=None, desc="reading", unit=" run") as bar:
-            runs, problems = export.load_runs(args.logdir, args.run, on_run=lambda _: bar.update(1))
+            runs, problems = export.load_runs(
+                args.logdir, args.run, on_run=lambda _: bar.update(1), pictures=args.out is not None
+            )
     except export.ExportError as error:
         raise _UsageError(str(error)) from None
     for problem in problems:
@@ -378,6 +446,18 @@ def _export(args: argparse.Namespace) -> int:
     if not selections:
         listing = "; ".join(f"run {r.name!r}: {', '.join(r.layers)}" for r in runs)
         raise _UsageError(f"no layer matches --layer {args.layer[0]!r}; layers in {listing}")
+    if args.html is not None:
+        try:
+            written = export.write_html(
+                args.html, args.logdir, selections, max_bytes=round(args.max_mb * 1e6) or None
+            )
+        except OSError as error:
+            print(f"tbviz export: error: could not write {args.html!r}: {error.strerror or error}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"viewer of {len(selections)} run(s) -> {args.html} ({written / 1e6:.1f} MB)")
+        if args.out is None:
+            return 0
     try:
         export.check_writable(args.out)
     except export.ExportError as error:

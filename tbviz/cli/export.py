@@ -7,7 +7,6 @@ and writes, for every selected layer and probe image of a run, the files
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import io
 import os
@@ -17,8 +16,16 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
-from tbviz.io import reader, runs, tags
-from tbviz.plugin.heat import HeatScale
+from tbviz.io import fs, reader, tags
+from tbviz.io.tags import epoch_number
+from tbviz.plugin import html
+from tbviz.plugin.heat import NO_CHANGE_COLOUR, HeatScale
+from tbviz.plugin.logs import LogError, Run, load_runs, select_layers
+
+__all__ = [
+    "FILES_WRITTEN", "ExportError", "ExportSummary", "Run", "check_writable", "export_run",
+    "load_runs", "run_out_dir", "safe_name", "select_layers", "work_units", "write_html",
+]  # fmt: skip
 
 CAPTION_HEIGHT = 16
 MIN_FRAME_WIDTH = 64
@@ -54,29 +61,16 @@ tallest (x --scale).
 RUN is TensorBoard's run name (the run directory relative to LOGDIR, e.g.
 "activations"); LAYER is the layer path with characters other than letters,
 digits, "_", ".", "-", "~" percent-encoded ("outer/inner" -> "outer%2Finner");
-<i> counts probe images from 0; N and NNNN are the logged step, Keras' 0-based
-epoch index, as on TensorBoard's step slider.
+<i> counts probe images from 0; N and NNNN are the epoch as Keras prints it
+("Epoch 1/20"): the logged step (Keras' 0-based epoch index, TensorBoard's
+step) + 1, as everywhere tbviz shows an epoch.
 
 A damaged event file does not stop the export: what is readable is exported
 and each skipped part is reported as a warning naming the file.
 """
 
 
-class ExportError(Exception):
-    """A problem with the caller's input: what was wrong, expected and received."""
-
-
-@dataclass
-class Run:
-    """One run directory of a log directory and the tbviz summaries read from it."""
-
-    name: str
-    path: str
-    result: reader.ReadResult
-
-    @property
-    def layers(self) -> list[str]:
-        return runs.layer_order(self.result)
+ExportError = LogError  # the name the command and its tests know
 
 
 @dataclass
@@ -94,97 +88,27 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- reading
-
-
-def load_runs(
-    logdir: str,
-    run: str | None = None,
-    *,
-    on_run: Callable[[str], None] | None = None,
-    pictures: bool = True,
-) -> tuple[list[Run], list[str]]:
-    """Reads the runs of `logdir` that hold tbviz images.
-
-    Without `run`, tbviz's runs (`tbviz.io.runs.candidate_runs`) are read.
-    `pictures`: False leaves the PNGs on disk (`tbviz.io.reader.RunReader`).
-    Returns the runs with images, in name order, and the problems met while
-    reading (damaged files: what was skipped).
-
-    Raises:
-        ExportError: `logdir` is not a directory, holds no tbviz images, or
-            has no run named `run`.
-    """
-    try:
-        runs.check_logdir(logdir)
-    except runs.LogdirError as error:
-        raise ExportError(str(error)) from None
-    if run is not None:
-        names = runs.all_runs(logdir)
-        wanted = run.strip("/") or "."
-        if wanted not in names:
-            runs_with_images = [
-                r.name for r in _read(runs.candidate_runs(logdir), on_run, False)[0]
-            ]
-            raise ExportError(
-                f"no run {run!r} in {logdir!r}; runs with tbviz images: "
-                + (", ".join(runs_with_images) or "none")
-            )
-        candidates = {wanted: names[wanted]}
-    else:
-        candidates = runs.candidate_runs(logdir)
-    found, problems = _read(candidates, on_run, pictures)
-    if not found:
-        scanned = ", ".join(sorted(candidates)) if candidates else "none"
-        raise ExportError(
-            f"no tbviz images in {logdir!r}: expected event files with "
-            f"'{tags.tag(tags.IMAGE, '<layer>')}' image tags, as "
-            f"ActivationLogger(log_dir=LOGDIR) writes to LOGDIR/{tags.RUN_NAME}; "
-            f"run directories read: {scanned}"
-            + (f" ({len(problems)} damaged: {problems[0]})" if problems else "")
-        )
-    return found, problems
-
-
-def _read(
-    candidates: dict[str, str], on_run: Callable[[str], None] | None, pictures: bool = True
-) -> tuple[list[Run], list[str]]:
-    runs, problems = [], []
-    for name in sorted(candidates):
-        run_reader = reader.RunReader(candidates[name], pictures=pictures)
-        run_reader.update()
-        result = run_reader.result()
-        problems.extend(result.problems)
-        if result.images:
-            runs.append(Run(name, candidates[name], result))
-        if on_run is not None:
-            on_run(name)
-    return runs, problems
-
-
-def select_layers(run: Run, patterns: Sequence[str] | None) -> list[str]:
-    """The run's layers that match any of the glob `patterns` (all of them for None).
-
-    Raises:
-        ExportError: a pattern matches no layer; the message lists the layers.
-    """
-    layers = run.layers
-    if not patterns:
-        return layers
-    unmatched = [p for p in patterns if not any(_matches(layer, p) for layer in layers)]
-    if unmatched:
-        raise ExportError(
-            f"no layer matches --layer {unmatched[0]!r}; layers in run {run.name!r}: "
-            + ", ".join(layers)
-        )
-    return [layer for layer in layers if any(_matches(layer, p) for p in patterns)]
-
-
-def _matches(layer: str, pattern: str) -> bool:
-    return layer == pattern or fnmatch.fnmatchcase(layer, pattern)
-
-
 # ---------------------------------------------------------------- writing
+
+
+def write_html(
+    path: str,
+    logdir: str,
+    selections: Sequence[tuple[Run, list[str]]],
+    *,
+    max_bytes: int | None = html.REPORT_MAX_BYTES,
+) -> int:
+    """Writes the viewer of `selections` (runs and their layers) as one self-contained HTML
+    file (`tbviz.plugin.html`); returns its size in bytes."""
+    runs = [run for run, _ in selections]
+    data = html.viewer(
+        runs, {run.name: layers for run, layers in selections}, title=fs.redact(logdir),
+        max_bytes=max_bytes,
+    )  # fmt: skip
+    text = html.page(data).encode("utf-8")
+    with open(path, "wb") as file:
+        file.write(text)
+    return len(text)
 
 
 def safe_name(layer_path: str) -> str:
@@ -199,7 +123,7 @@ def run_out_dir(out: str, run: Run, logdir: str) -> str:
     """Where a run's files go: ``<out>/<run name>`` (the run directory's name for ".")."""
     name = run.name
     if name == ".":
-        name = os.path.basename(os.path.abspath(logdir)) or "run"
+        name = fs.basename(logdir) or "run"
     return os.path.join(out, *name.split("/"))
 
 
@@ -268,7 +192,7 @@ def export_run(
                 return image.convert("RGB")
         except Exception as error:  # noqa: BLE001 -- a damaged picture is skipped, not fatal
             summary.warnings.append(
-                f"run {run.name!r}, layer {layer!r}, probe {probe}, epoch {item.step}: "
+                f"run {run.name!r}, layer {layer!r}, probe {probe}, epoch {epoch_number(item.step)}: "
                 f"picture unreadable ({error}); skipped"
             )
             return None
@@ -287,7 +211,7 @@ def export_run(
                 image = picture(layer, item, probe)
                 if image is None:
                     continue
-                path = os.path.join(probe_dir, f"epoch{item.step:04d}.png")
+                path = os.path.join(probe_dir, f"epoch{epoch_number(item.step):04d}.png")
                 with open(path, "wb") as file:
                     file.write(item.pngs[probe])
                 summary.pngs.append(path)
@@ -352,8 +276,8 @@ def change_heatmap(
 
     Cells are ``HEAT_CELL * scale`` pixels square, coloured by the tab's own
     scale (`tbviz.plugin.heat`: viridis on a log scale between the smallest
-    and largest positive value, 0 the darkest colour); cells without a
-    finite value are light grey. Layer names are on the left, every few
+    and largest positive value); a change of exactly 0 is white with a grey
+    outline, a cell without a finite value light grey. Layer names are on the left, every few
     epochs' numbers on top, the scale's ends below.
     """
     import math
@@ -366,7 +290,7 @@ def change_heatmap(
     label_width = min(int(longest) + 2 * GAP, 320)
     legend = (
         f"change since the previous logged epoch: {heat.low:.2g} (dark) to "
-        f"{heat.high:.2g} (bright), log scale"
+        f"{heat.high:.2g} (bright), log scale; white: 0"
         if heat.low is not None
         else "no change values"
     )
@@ -377,7 +301,7 @@ def change_heatmap(
     every = max(1, math.ceil(len(steps) * 24 / max(1, cell * len(steps))))  # a label every ~24 px
     for column, step in enumerate(steps):
         if column % every == 0:
-            draw.text((label_width + column * cell + cell / 2, HEADER_HEIGHT / 2), str(step),
+            draw.text((label_width + column * cell + cell / 2, HEADER_HEIGHT / 2), str(epoch_number(step)),
                       fill=INK, font=font, anchor="mm")  # fmt: skip
     for row, layer in enumerate(layers):
         top = HEADER_HEIGHT + row * cell
@@ -386,7 +310,8 @@ def change_heatmap(
         for column, step in enumerate(steps):
             colour = heat.colour(changes.get(layer, {}).get(step)) or NO_VALUE
             left = label_width + column * cell
-            draw.rectangle([left, top, left + cell - 2, top + cell - 2], fill=colour)
+            outline = NO_VALUE if colour == NO_CHANGE_COLOUR else None
+            draw.rectangle([left, top, left + cell - 2, top + cell - 2], fill=colour, outline=outline)
     draw.text((GAP, height - HEADER_HEIGHT / 2), legend, fill=INK, font=font, anchor="lm")
     return image
 
@@ -423,7 +348,9 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
 def epoch_frame(
     image: Image.Image, step: int, size: tuple[int, int], scale: int = 1
 ) -> Image.Image:
-    """One GIF frame: `image` (enlarged) centred at the top, "epoch `step`" in a strip below.
+    """One GIF frame: `image` (enlarged) centred at the top, "epoch N" in a strip below.
+
+    N is `step`'s epoch as Keras prints it (`tbviz.io.tags.epoch_number`).
 
     `size` is the picture area ``(width, height)``; the frame is
     ``(max(width, MIN_FRAME_WIDTH), height + CAPTION_HEIGHT)``.
@@ -435,7 +362,7 @@ def epoch_frame(
     draw = ImageDraw.Draw(frame)
     draw.text(
         (width / 2, height + CAPTION_HEIGHT / 2),
-        f"epoch {step}",
+        f"epoch {epoch_number(step)}",
         fill=INK,
         font=_font(),
         anchor="mm",
@@ -514,8 +441,8 @@ def contact_sheet(
         draw.text((lefts[column] + widths[column] / 2, HEADER_HEIGHT / 2 + 1), text, fill=INK,
                   font=font, anchor="mm")  # fmt: skip
     for row, step in enumerate(steps):
-        draw.text((LABEL_WIDTH - GAP, tops[row] + heights[row] / 2), f"epoch {step}", fill=INK,
-                  font=font, anchor="rm")  # fmt: skip
+        draw.text((LABEL_WIDTH - GAP, tops[row] + heights[row] / 2), f"epoch {epoch_number(step)}",
+                  fill=INK, font=font, anchor="rm")  # fmt: skip
     for (row, column), picture in pictures.items():
         sheet.paste(picture, (lefts[column], tops[row]))
     return sheet

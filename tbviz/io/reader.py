@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -139,35 +140,63 @@ class ReadResult:
 
 
 def event_files(run_dir: str) -> list[str]:
-    """The event files of one run directory (a local path or a URL), oldest first.
+    """The event files of one run directory (a local path or a URL), oldest first (see `order`)."""
+    return sorted(_event_file_stats(run_dir), key=order)
 
-    Names are ``events.out.tfevents.<seconds>.<host>.<pid>.<counter>...``:
-    numbers compare as numbers, so a process's 10th file of one second
-    (counter 10) comes after its 9th, not before.
+
+def order(path: str) -> list[tuple[int, int, str]]:
+    """The sort key of an event file: its name's parts, numbers compared as numbers.
+
+    Names are ``events.out.tfevents.<seconds>.<host>.<pid>.<counter>...``, so a
+    process's 10th file of one second (counter 10) comes after its 9th, not before.
     """
+    parts = path.replace(os.sep, "/").rsplit("/", 1)[-1].split(".")
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts]
 
-    def order(path: str) -> list[tuple[int, int, str]]:
-        parts = path.rsplit("/", 1)[-1].split(".")
-        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts]
 
+def _event_file_stats(run_dir: str) -> dict[str, tuple[int, object]]:
+    """``{event file: (size, when it last changed)}`` of one run directory, in one listing."""
     if fs.is_url(run_dir):
-        filesystem, directory = fs.filesystem(run_dir)
-        protocol = run_dir.partition("://")[0]
-        found = [
-            f"{protocol}://{path}" for path in filesystem.glob(f"{directory.rstrip('/')}/events.out.tfevents.*")
-        ]
-    else:
-        found = glob.glob(os.path.join(glob.escape(fs.local_path(run_dir)), "events.out.tfevents.*"))
-    return sorted(found, key=order)
+        return {
+            url: stat
+            for url, stat in fs.list_files(run_dir).items()
+            if fs.basename(url).startswith(_PREFIX)
+        }
+    found: dict[str, tuple[int, object]] = {}
+    pattern = os.path.join(glob.escape(fs.local_path(run_dir)), _PREFIX + "*")
+    for path in glob.glob(pattern):
+        try:
+            info = os.stat(path)
+        except OSError:  # removed since the listing
+            continue
+        found[path] = (info.st_size, info.st_mtime)
+    return found
 
 
-def existing_event_files(run_dir: str) -> list[str]:
+_PREFIX = "events.out.tfevents."
+
+
+def existing_event_files(run_dir: str, timeout: float = 10) -> list[str]:
     """`event_files`, or none when the run directory cannot be listed (it does not exist yet,
-    the server cannot be reached)."""
-    try:
-        return event_files(run_dir)
-    except Exception:  # noqa: BLE001 -- a question asked in passing: no answer is "none"
-        return []
+    the server cannot be reached, or does not answer within `timeout` seconds)."""
+    if not fs.is_url(run_dir):
+        try:
+            return event_files(run_dir)
+        except Exception:  # noqa: BLE001 -- a question asked in passing: no answer is "none"
+            return []
+    found: list[list[str]] = []
+
+    def ask() -> None:
+        try:
+            found.append(event_files(run_dir))
+        except Exception:  # noqa: BLE001 -- a question asked in passing: no answer is "none"
+            pass
+
+    # Asked on the training thread: a server that does not answer must not hold training up.
+    asking = threading.Thread(target=ask, daemon=True, name="tbviz-list")
+    asking.start()
+    asking.join(timeout)
+    return found[0] if found else []
 
 
 def read_run(run_dir: str) -> ReadResult:
@@ -208,7 +237,7 @@ class RunReader:
 
     def _reset(self) -> None:
         self._raw = ReadResult()  # every item in file order, duplicates included
-        self._files: dict[str, tuple[int, float, int]] = {}  # path -> (size, mtime, read up to)
+        self._files: dict[str, tuple[int, object, int]] = {}  # path -> (size, mtime, read up to)
         self._tails: dict[str, str] = {}  # path -> its incomplete last record, for now
         self._initial_metadata: dict = {}  # per run, as TensorBoard keeps it (dataclass_compat)
         self._plugins: dict[str, str] = {}  # tag -> plugin name of its first event that had one
@@ -216,22 +245,16 @@ class RunReader:
 
     def update(self) -> bool:
         """Reads what is new on disk; returns whether anything was."""
-        paths = event_files(self.run_dir)
-        stats = {}
-        for path in paths:
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue
-            stats[path] = (info.st_size, info.st_mtime)
+        stats = dict(sorted(_event_file_stats(self.run_dir).items(), key=lambda i: order(i[0])))
         known = list(self._files)
+        last = order(known[-1]) if known else None
         if any(
             path not in stats or stats[path][0] < self._files[path][0] for path in known
-        ) or (known and any(path < known[-1] for path in stats if path not in self._files)):
+        ) or (last and any(order(path) < last for path in stats if path not in self._files)):
             self._reset()
         changed = False
         for path, (size, mtime) in stats.items():
-            old_size, old_mtime, start = self._files.get(path, (-1, 0.0, 0))
+            old_size, old_mtime, start = self._files.get(path, (-1, None, 0))
             if (size, mtime) == (old_size, old_mtime):
                 continue
             changed = True

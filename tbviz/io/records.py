@@ -13,9 +13,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import google_crc32c
+
+from tbviz.io import fs
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -58,7 +62,8 @@ def header_at(data, offset: int, size: int) -> int | None:
 def records(
     path: str, cursor: list[int], problems: list[str], tail: list[str]
 ) -> Iterator[tuple[int, bytes]]:
-    """The intact records of one file from byte ``cursor[0]``, as ``(offset, data)``.
+    """The intact records of one file (a local path or a URL) from byte ``cursor[0]``, as
+    ``(offset, data)``.
 
     A record whose data fails its checksum is skipped and reading goes on
     after it; after a damaged header, reading resumes at the next intact
@@ -67,48 +72,60 @@ def records(
     ``cursor[0]`` follows the reading: in the end, it is where to resume once
     the file has grown.
     """
+    if fs.is_url(path):  # an object is read whole from the cursor on: one request
+        start = cursor[0]
+        whole = fs.read(path, start)
+        yield from _scan(path, whole, start, start + len(whole), cursor, problems, tail)
+        return
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size <= cursor[0]:
             return
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            offset = cursor[0]
-            while offset < size:
-                cursor[0] = offset
-                length = header_at(data, offset, size)
-                if length is None:
-                    if size - offset < HEADER.size + FOOTER.size or (
-                        HEADER.unpack_from(data, offset)[1]
-                        == masked_crc32c(data[offset : offset + 8])
-                    ):
-                        tail.append(
-                            f"{path}: ends inside a record at byte {offset} (truncated, or still "
-                            f"being written); skipped its last {size - offset} bytes"
-                        )
-                        return
-                    resume = offset + 1
-                    while resume < size and header_at(data, resume, size) is None:
-                        resume += 1
-                    problems.append(
-                        f"{path}: damaged record header at byte {offset}; skipped "
-                        f"{resume - offset} bytes"
-                        + (" to the end of the file" if resume >= size else f" up to byte {resume}")
-                    )
-                    offset = resume
-                    continue
-                begin = offset + HEADER.size
-                end = begin + length
-                record = data[begin:end]
-                (data_crc,) = FOOTER.unpack_from(data, end)
-                if masked_crc32c(record) != data_crc:
-                    problems.append(
-                        f"{path}: corrupted record at byte {offset} (checksum mismatch); "
-                        f"skipped it ({length} bytes)"
-                    )
-                else:
-                    yield offset, record
-                offset = end + FOOTER.size
-            cursor[0] = offset
+            yield from _scan(path, data, 0, size, cursor, problems, tail)
+
+
+def _scan(
+    path: str, data, base: int, size: int, cursor: list[int], problems: list[str], tail: list[str]
+) -> Iterator[tuple[int, bytes]]:
+    """`records` over `data`, which holds the file's bytes from offset `base` to `size`."""
+    offset = cursor[0]
+    while offset < size:
+        cursor[0] = offset
+        at = offset - base
+        length = header_at(data, at, size - base)
+        if length is None:
+            if size - offset < HEADER.size + FOOTER.size or (
+                HEADER.unpack_from(data, at)[1] == masked_crc32c(data[at : at + 8])
+            ):
+                tail.append(
+                    f"{path}: ends inside a record at byte {offset} (truncated, or still "
+                    f"being written); skipped its last {size - offset} bytes"
+                )
+                return
+            resume = at + 1
+            while resume < size - base and header_at(data, resume, size - base) is None:
+                resume += 1
+            problems.append(
+                f"{path}: damaged record header at byte {offset}; skipped "
+                f"{resume - at} bytes"
+                + (" to the end of the file" if resume >= size - base else f" up to byte {resume + base}")
+            )
+            offset = resume + base
+            continue
+        begin = at + HEADER.size
+        end = begin + length
+        record = data[begin:end]
+        (data_crc,) = FOOTER.unpack_from(data, end)
+        if masked_crc32c(record) != data_crc:
+            problems.append(
+                f"{path}: corrupted record at byte {offset} (checksum mismatch); "
+                f"skipped it ({length} bytes)"
+            )
+        else:
+            yield offset, record
+        offset = end + FOOTER.size + base
+    cursor[0] = offset
 
 
 def record_at(path: str, offset: int) -> bytes:
@@ -117,6 +134,8 @@ def record_at(path: str, offset: int) -> bytes:
     Raises:
         OSError: the record is no longer there or no longer intact.
     """
+    if fs.is_url(path):
+        return _remote_records.get(path, offset)
     damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
     with open(path, "rb") as file:
         file.seek(offset)
@@ -127,9 +146,60 @@ def record_at(path: str, offset: int) -> bytes:
         if masked_crc32c(header[:8]) != length_crc:
             raise damaged
         record = file.read(length + FOOTER.size)
+    return _checked(record, length, damaged)
+
+
+def _checked(record: bytes, length: int, damaged: OSError) -> bytes:
+    """The data of a record read as `record` (data and footer), or `damaged` raised."""
     if len(record) < length + FOOTER.size:
         raise damaged
     data = record[:length]
     if masked_crc32c(data) != FOOTER.unpack_from(record, length)[0]:
         raise damaged
     return data
+
+
+class _RecordCache:
+    """Records read back from URLs, the most recently used first, `limit` bytes in all.
+
+    The ACTIVATIONS tab asks for one picture at a time, and the pictures of all
+    probe samples of a layer's epoch are one record: each is fetched once (two
+    range requests), not once per sample. A record never changes where it is
+    (event files are only ever appended to), so what is kept stays true.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._records: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str, offset: int) -> bytes:
+        key = (path, offset)
+        with self._lock:
+            if key in self._records:
+                self._records.move_to_end(key)
+                return self._records[key]
+        data = _remote_record(path, offset)
+        with self._lock:
+            if key not in self._records and len(data) <= self._limit:
+                self._records[key] = data
+                self._size += len(data)
+                while self._size > self._limit:
+                    self._size -= len(self._records.popitem(last=False)[1])
+        return data
+
+
+_remote_records = _RecordCache(64 * 2**20)
+
+
+def _remote_record(path: str, offset: int) -> bytes:
+    damaged = OSError(f"{path}: the record at byte {offset} is no longer there or damaged")
+    header = fs.read(path, offset, offset + HEADER.size)
+    if len(header) < HEADER.size:
+        raise damaged
+    length, length_crc = HEADER.unpack(header)
+    if masked_crc32c(header[:8]) != length_crc:
+        raise damaged
+    begin = offset + HEADER.size
+    return _checked(fs.read(path, begin, begin + length + FOOTER.size), length, damaged)

@@ -10,13 +10,21 @@ by TensorBoard in an iframe.
 The loader also changes one TensorBoard default (`ActivationsLoader.fix_flags`):
 when the command line gives no sample count for the ``images`` plugin,
 TensorBoard keeps `IMAGE_SAMPLES` steps per image tag instead of 10, so that
-the stock Images dashboard shows every epoch too.
+the stock Images dashboard shows every epoch too. A ``--logdir`` URL needs no
+other flag: `tbviz.io.writer` uploads one event file per logged epoch, named
+in order, and both of TensorBoard's loaders read them all (docs/remote.md).
+Where TensorBoard cannot open the URL (TensorFlow installed, ``s3://``), it
+says what to run instead before TensorBoard stops.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 from tensorboard.plugins import base_plugin
 
+from tbviz.io import fs
 from tbviz.io.tags import PLUGIN_NAME
 
 __all__ = ["IMAGE_SAMPLES", "PLUGIN_NAME", "ActivationsLoader"]
@@ -40,8 +48,49 @@ class ActivationsLoader(base_plugin.TBLoader):
         samples = getattr(flags, "samples_per_plugin", None)
         if isinstance(samples, dict) and "images" not in samples:
             samples["images"] = IMAGE_SAMPLES
+        logdir = getattr(flags, "logdir", None) or ""
+        if fs.is_url(logdir):
+            problem = unreadable_url(logdir)
+            if problem:
+                print(f"tbviz: {problem}", file=sys.stderr, flush=True)
 
     def load(self, context: base_plugin.TBContext):
         from tbviz.plugin.server import ActivationsPlugin
 
         return ActivationsPlugin(context)
+
+
+def unreadable_url(url: str) -> str | None:
+    """Why this process's TensorBoard cannot read the log directory `url`, and what to run
+    instead; None when it can (as far as can be told without asking the server).
+
+    TensorBoard reads through ``tf.io.gfile`` where TensorFlow is installed (whose
+    file systems have no ``s3://``), through its own stub elsewhere (``s3://`` by
+    boto3, other URLs by fsspec).
+    """
+    from tensorboard.compat import tf
+
+    protocol = url.partition("://")[0]
+    registered = getattr(tf.io.gfile, "get_registered_schemes", None)
+    if registered is None:  # TensorBoard's TensorFlow-free stub
+        if protocol == "s3" and _importable("boto3"):
+            return None
+        try:
+            fs.require(url)
+        except fs.RemoteUnavailable as error:
+            return f"TensorBoard cannot read {fs.redact(url)}: {error}"
+        return None
+    if protocol in registered():
+        return None
+    return (
+        f"TensorBoard reads --logdir through TensorFlow here, whose file systems do not "
+        f"include {protocol}:// ({', '.join(s for s in registered() if s) or 'none'}). "
+        "tbviz board serves the same dashboards, the ACTIVATIONS tab included, without "
+        f"TensorFlow's file systems:\n    tbviz board {shlex.quote(fs.redact(url))}"
+    )
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

@@ -1,8 +1,10 @@
-"""The change heat map's colours: viridis on a log scale, for the tab and for ``tbviz export``.
+"""The change heat map's colours: viridis on a log scale, for the viewers and for ``tbviz export``.
 
-Both colour ``change/<layer>`` values the same way, from this one scale: the
-tab gets each cell's colour and the legend's ramp from the server, the
-export paints them into ``change.png``.
+All colour ``change/<layer>`` values the same way, from this one scale: the
+viewers get each cell's colour and the legend's ramp in the run's answer
+(`tbviz.plugin.viewdata`), the export paints them into ``change.png``. A
+change of exactly 0 (nothing moved: a frozen or dead layer) is not the
+scale's lowest colour but `NO_CHANGE_COLOUR`, white, drawn with an outline.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from tbviz.io.png import colormap_colours
 
 CMAP = "viridis"
+NO_CHANGE_COLOUR = (255, 255, 255)  # a change of exactly 0: in no part of viridis
 _LEVELS = 256
 
 
@@ -48,16 +51,29 @@ class HeatScale:
         return min(1.0, max(0.0, (math.log10(value) - lo) / (hi - lo)))
 
     def colour(self, value: float | None) -> tuple[int, int, int] | None:
-        """The colour of `value` (RGB), None for no value."""
+        """The colour of `value` (RGB): `NO_CHANGE_COLOUR` for 0 and below, None for no value."""
         t = self.position(value)
         if t is None:
             return None
+        if value is not None and value <= 0:
+            return NO_CHANGE_COLOUR
         r, g, b = _colours()[round(t * (_LEVELS - 1))]
         return int(r), int(g), int(b)
 
 
 def hex_colour(rgb: tuple[int, int, int] | None) -> str | None:
     return None if rgb is None else "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def ticks(scale: HeatScale, count: int = 5) -> list[float]:
+    """`count` values evenly spaced on the log scale from `scale.low` to `scale.high`, for a
+    legend's labels ([] without values; one when low == high)."""
+    if scale.low is None or scale.high is None:
+        return []
+    if scale.high <= scale.low:
+        return [scale.low]
+    lo, hi = math.log10(scale.low), math.log10(scale.high)
+    return [float(f"{10 ** (lo + (hi - lo) * i / (count - 1)):.3g}") for i in range(count)]
 
 
 def ramp(stops: int = 9) -> list[str]:

@@ -10,23 +10,23 @@ back from the event file.
 
 Routes, under ``/data/plugin/activations``:
 
-    /index.js, /style.css   the page (static files of this package)
+    /index.js, /pictures.js, /viewer.js, /style.css
+                            the page (static files of this package)
     /runs                   {"runs": [name, ...], "versions": {name: version},
                             "notices": [...]}; a run's version changes
-                            whenever something new was read from it
-    /run?run=R              the run's layers in model order, each with its
-                            logged steps, picture count and size, its
-                            ``change/<layer>`` values (one per step, null
-                            where there is none), how it was normalised and
-                            the health findings holding at each step; the
-                            run's findings (`tbviz.io.reader.Judged`);
-                            notices (damaged files, what was skipped)
+                            whenever something new was read from it; a run
+                            with event files but nothing readable is a notice
+    /run?run=R              the run as the page draws it
+                            (`tbviz.plugin.viewdata.run_answer`)
+    /numbers?run=R&layer=L  the layer's numbers at each logged step
+                            (`tbviz.plugin.viewdata.layer_numbers`)
     /picture?run=R&layer=L&step=S&sample=K
                             the logged PNG (cacheable: a logged step's picture
                             does not change; the ``v`` parameter the page adds
                             changes when a run gets a new event file)
-    /difference?run=R&layer=L&step=S&sample=K&run_b=R2&step_b=S2
-                            the difference picture B - A (`difference`)
+
+The difference picture of the compare view is made by the page from the two
+logged pictures, the same way in the tab and in the self-contained viewer.
 
 Every parameter is checked against what is logged: an unknown run, layer,
 step or sample is a 400 with a message naming what was wrong. Names are only
@@ -36,33 +36,28 @@ found.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tbviz.io import runs, tags
+from tbviz.io import fs, runs, tags
 from tbviz.io.reader import ImageStep, ReadResult, RunReader, event_files, read_pictures
-from tbviz.io.tags import PLUGIN_NAME
-from tbviz.plugin.difference import PictureMismatch, difference_png
-from tbviz.plugin.heat import HeatScale, hex_colour, ramp
+from tbviz.io.tags import PLUGIN_NAME, epoch_number
+from tbviz.plugin import viewdata
+from tbviz.plugin.html import STATIC, static_file
 
 logger = logging.getLogger(__name__)
 
-_STATIC = {"/index.js": "text/javascript", "/style.css": "text/css"}
 _INTEGER = re.compile(r"[-+]?[0-9]{1,40}")
 _PICTURE_CACHE_SECONDS = 365 * 24 * 3600
-_KINDS = (tags.IMAGE, tags.CHANGE, tags.LAYER, tags.HEALTH)  # what the tab shows
 
 
 class _BadRequest(Exception):
@@ -87,6 +82,9 @@ class _Run:
     reader: RunReader
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: _Index | None = None
+    # The layers' numbers, read on the first /numbers request: the tab opens without them
+    # (on a log of 150 layers x 100 epochs they are 120,000 scalars, a third of the first read).
+    numbers: RunReader | None = None
 
 
 class ActivationsPlugin(base_plugin.TBPlugin):
@@ -102,13 +100,13 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     # -- TensorBoard's plugin interface ------------------------------------------
 
     def get_plugin_apps(self):
-        routes = {route: self._serve_static for route in _STATIC}
+        routes = {route: self._serve_static for route in STATIC}
         routes.update(
             {
                 "/runs": self._serve_runs,
                 "/run": self._serve_run,
+                "/numbers": self._serve_numbers,
                 "/picture": self._serve_picture,
-                "/difference": self._serve_difference,
             }
         )
         return {route: _wsgi(handler) for route, handler in routes.items()}
@@ -125,8 +123,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     # -- runs ----------------------------------------------------------------------
 
     def _discover(self) -> dict[str, str]:
-        """Run name -> directory of the candidate runs (see `tbviz.io.runs`)."""
-        if not self._logdir or "://" in self._logdir or not os.path.isdir(self._logdir):
+        """Run name -> directory of the candidate runs (see `tbviz.io.runs`); a URL too."""
+        if not self._logdir or not (fs.is_url(self._logdir) or os.path.isdir(self._logdir)):
             return {}
         return runs.candidate_runs(self._logdir)
 
@@ -135,26 +133,46 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         notices = []
         if not self._logdir:
             notices.append("TensorBoard was started without --logdir: no runs to show.")
-        elif "://" in self._logdir:
-            notices.append(f"Only local log directories are read; received {self._logdir!r}.")
-        found = self._discover()
+        try:
+            found = self._discover()
+        except Exception as error:  # noqa: BLE001 -- a URL's server down: show what was read
+            notices.append(
+                f"Could not list {fs.redact(self._logdir)} "
+                f"({fs.scrub(f'{type(error).__name__}: {error}', self._logdir)}); "
+                "showing what was read before."
+            )
+            found = {run.name: run.path for run in self._runs.values()}
         with self._lock:
             for name, path in found.items():
                 if name not in self._runs:
-                    reader = RunReader(path, pictures=False, kinds=_KINDS)
+                    reader = RunReader(path, pictures=False, kinds=viewdata.ANSWER_KINDS)
                     self._runs[name] = _Run(name, path, reader)
             for name in list(self._runs):
                 if name not in found:
                     del self._runs[name]
             runs = list(self._runs.values())
-        names = [run.name for run in runs if self._index(run, refresh=True).layers]
-        return sorted(names), notices
+        names = []
+        for run in sorted(runs, key=lambda r: r.name):
+            index = self._index(run, refresh=True)
+            if index.layers:
+                names.append(run.name)
+            elif index.result.problems:  # event files, and nothing readable in them
+                notices.append(
+                    f"{run.name}: no readable tbviz pictures; skipped while reading: "
+                    + "; ".join(index.result.problems[:3])
+                )
+        return names, notices
 
     def _index(self, run: _Run, *, refresh: bool) -> _Index:
         """The run's index; with `refresh`, after reading what is new on disk."""
         with run.lock:
             if run.index is None or refresh:
-                changed = run.reader.update()
+                try:
+                    changed = run.reader.update()
+                except Exception:
+                    if run.index is None or not fs.is_url(run.path):
+                        raise
+                    changed = False  # a URL's server did not answer: what was read stands
                 if changed or run.index is None:
                     run.index = _make_index(run.reader)
             return run.index
@@ -176,11 +194,11 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     def _serve_static(self, request):
         name = request.path.rsplit("/", 1)[-1]
         try:
-            content = (resources.files(__package__) / "static" / name).read_bytes()
+            content = static_file(name).encode()
         except OSError as error:
             message = f"tbviz activations: {name} is missing from the installed package ({error})"
             return _respond(message, "text/plain", request, code=404)
-        return _respond(content, _STATIC["/" + name], request)
+        return _respond(content, STATIC["/" + name], request)
 
     def _serve_runs(self, request):
         return _guarded(request, lambda: self._runs_json())
@@ -189,7 +207,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         names, notices = self._list_runs()
         if not names and not notices:
             notices.append(
-                f"No tbviz pictures under {self._logdir!r} yet: ActivationLogger(log_dir=...) "
+                f"No tbviz pictures under {fs.redact(self._logdir)!r} yet: ActivationLogger(log_dir=...) "
                 f"writes them to <log_dir>/{tags.RUN_NAME}; they show here as soon as the "
                 "first epoch is logged."
             )
@@ -206,55 +224,27 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     def _run_json(self, name: str | None) -> dict:
         run = self._run(name)
         index = self._index(run, refresh=True)
-        result = index.result
-        layers = []
-        heat = HeatScale.of(
-            value
-            for layer in index.layers
-            for _, value in result.scalars.get(tags.tag(tags.CHANGE, layer), [])
+        return viewdata.run_answer(
+            run.name, index.result, index.layers, index.steps, version=index.version, token=index.token
         )
-        for layer in index.layers:
-            tag = tags.tag(tags.IMAGE, layer)
-            steps = index.steps[layer]
-            last = steps[max(steps)]
-            description = result.descriptions.get(tag, "")
-            info = result.info(layer)
-            changes = dict(result.scalars.get(tags.tag(tags.CHANGE, layer), []))
-            health = dict(result.health.get(layer, []))
-            layers.append(
-                {
-                    "name": layer,
-                    "steps": sorted(steps),
-                    "samples": max(item.count for item in steps.values()),
-                    "width": last.width,
-                    "height": last.height,
-                    "description": description,
-                    "normalize": info.normalize if info else None,
-                    "info": dataclasses.asdict(info) if info else None,
-                    "change": [_number(changes.get(step)) for step in sorted(steps)],
-                    "change_colour": [
-                        hex_colour(heat.colour(changes.get(step))) for step in sorted(steps)
-                    ],
-                    # the findings that hold at each step: [{"kind", "severity"}, ...]
-                    "health": [
-                        [{"kind": f.kind, "severity": f.severity} for f in health.get(step, [])]
-                        for step in sorted(steps)
-                    ],
-                }
-            )
-        all_steps = sorted({step for layer in index.steps.values() for step in layer})
-        return {
-            "run": run.name,
-            "version": index.version,
-            "token": index.token,
-            "steps": all_steps,
-            "layers": layers,
-            "change_scale": {"low": heat.low, "high": heat.high, "ramp": ramp()},
-            "coarse_size": tags.COARSE_SIZE,
-            "judged": bool(result.health),
-            "findings": [judged.to_dict(run.name) for judged in result.findings()],
-            "notices": [f"Skipped while reading: {p}" for p in result.problems],
-        }
+
+    def _serve_numbers(self, request):
+        def numbers():
+            run = self._run(request.args.get("run"))
+            index = self._index(run, refresh=False)
+            layer = request.args.get("layer")
+            if not layer:
+                raise _BadRequest("missing parameter 'layer'")
+            if layer not in index.steps:
+                raise _BadRequest(f"run {run.name!r} has no layer {layer!r}")
+            with run.lock:
+                if run.numbers is None:
+                    run.numbers = RunReader(run.path, pictures=False, kinds=viewdata.NUMBER_KINDS)
+                run.numbers.update()
+                result = run.numbers.result()
+            return viewdata.layer_numbers(result, layer, sorted(index.steps[layer]))
+
+        return _guarded(request, numbers)
 
     def _serve_picture(self, request):
         def picture():
@@ -266,27 +256,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
         return _guarded(request, picture, "image/png", _PICTURE_CACHE_SECONDS)
 
-    def _serve_difference(self, request):
-        def difference():
-            args = request.args
-            run_a = self._run(args.get("run"))
-            run_b = self._run(args.get("run_b") or args.get("run"))
-            layer = args.get("layer")
-            item_a, tag = self._step(run_a, layer, args.get("step"))
-            item_b, _ = self._step(run_b, layer, args.get("step_b"), what="step_b")
-            sample = args.get("sample")
-            png_a = _read(item_a, tag)[_sample(sample, item_a)]
-            png_b = _read(item_b, tag)[_sample(sample, item_b)]
-            try:
-                return difference_png(png_a, png_b)[0]
-            except PictureMismatch as error:
-                raise _BadRequest(f"cannot compare layer {layer!r}: {error}") from None
-
-        return _guarded(request, difference, "image/png", _PICTURE_CACHE_SECONDS)
-
-    def _step(
-        self, run: _Run, layer: str | None, step: str | None, what: str = "step"
-    ) -> tuple[ImageStep, str]:
+    def _step(self, run: _Run, layer: str | None, step: str | None) -> tuple[ImageStep, str]:
         index = self._index(run, refresh=False)
         if not layer:
             raise _BadRequest("missing parameter 'layer'")
@@ -294,14 +264,16 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             raise _BadRequest(f"run {run.name!r} has no layer {layer!r}")
         if step is None or not _INTEGER.fullmatch(step):
             raise _BadRequest(
-                f"parameter {what!r} must be an integer (a logged epoch); received {step!r}"
+                f"parameter 'step' must be an integer (a logged step: Keras' epoch index, "
+                f"from 0); received {step!r}"
             )
         steps = index.steps[layer]
         if int(step) not in steps:
             first, last = min(steps), max(steps)
             raise _BadRequest(
-                f"layer {layer!r} of run {run.name!r} has no logged epoch {int(step)}; "
-                f"its {len(steps)} logged epochs run from {first} to {last}"
+                f"layer {layer!r} of run {run.name!r} has no logged step {int(step)}; its "
+                f"{len(steps)} logged steps run from {first} to {last} (epochs "
+                f"{epoch_number(first)} to {epoch_number(last)}, as Keras prints them)"
             )
         return steps[int(step)], tags.tag(tags.IMAGE, layer)
 
@@ -331,11 +303,6 @@ def _make_index(reader: RunReader) -> _Index:
     return _Index(result, layers, steps, token, f"{token}.{items}.{len(result.problems)}")
 
 
-def _number(value: float | None) -> float | None:
-    """A change value for JSON: 4 significant digits (a colour on a log scale needs no more)."""
-    return float(f"{value:.4g}") if value is not None and math.isfinite(value) else None
-
-
 def _sample(sample: str | None, item: ImageStep) -> int:
     if sample is None or not _INTEGER.fullmatch(sample):
         raise _BadRequest(
@@ -344,7 +311,8 @@ def _sample(sample: str | None, item: ImageStep) -> int:
     value = int(sample)
     if not 0 <= value < item.count:
         raise _BadRequest(
-            f"no probe image {value} at epoch {item.step}: there are {item.count} "
+            f"no probe image {value} at step {item.step} (epoch {epoch_number(item.step)}): "
+            f"there are {item.count} "
             f"(0 to {item.count - 1})"
         )
     return value
