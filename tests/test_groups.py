@@ -9,7 +9,7 @@ from keras.ops import convert_to_numpy as to_np
 
 from tbviz.io import tags
 from tbviz.io.png import encode_picture, largest_png, palette
-from tbviz.io.summaries import LayerRecord, layer_summary
+from tbviz.io.summaries import LAYER_EXTRA_BYTES, LayerRecord, layer_summary
 from tbviz.numerics import health, stats, summary
 from tbviz.numerics.layout import BYTES_PER_BUDGET_PIXEL, Layout, fit_pixel_budget
 from tbviz.numerics.pictures import PictureOptions
@@ -115,8 +115,9 @@ def test_an_epoch_of_noise_stays_within_its_bytes():
     layouts = [Layout("maps", (56, 56, 64))] * 40 + [Layout("maps", (14, 14, 256))] * 40
     budget, probes = 1_500_000, 8
     settings = fit_pixel_budget(
-        layouts, probes=probes, max_pixels=budget, max_channels=64, max_size=256
-    )
+        layouts, probes=probes, max_pixels=budget, max_channels=64, max_size=256,
+        layer_bytes=LAYER_EXTRA_BYTES,
+    )  # fmt: skip
     colours = palette("viridis")
     total = 0
     for k, (layout, (size, channels)) in enumerate(zip(layouts, settings, strict=True)):

@@ -511,7 +511,7 @@ def test_nested_transfer_learning_model(tmp_path):
     # tapped layers on every backend; here, TensorFlow's graph shows it for all of them).
     if keras.backend.backend() != "tensorflow":
         return
-    graph = default._built.step.function.get_concrete_function(default._built.step.probe, default._ranges()).graph
+    graph = default._built.step.function.get_concrete_function(default._built.step.probe, default._ranges(), True).graph
     convolutions = [
         op for op in graph.get_operations() if op.type.startswith(("Conv2D", "Depthwise"))
     ]

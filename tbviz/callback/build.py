@@ -19,6 +19,7 @@ import numpy as np
 from tbviz import step as steps
 from tbviz._warnings import warn
 from tbviz.callback.config import LoggerConfig
+from tbviz.io.summaries import LAYER_EXTRA_BYTES
 from tbviz.io.tags import LayerInfo
 from tbviz.model import capture, probes, selection
 from tbviz.model.walk import (
@@ -184,6 +185,7 @@ def _plan(entries: list[LayerEntry], samples: int, config: LoggerConfig) -> list
         max_channels=asked.max_channels,
         max_size=asked.max_size,
         padding=asked.padding,
+        layer_bytes=LAYER_EXTRA_BYTES,
     )
     made: dict[tuple, PictureOptions] = {}  # each distinct one once: it builds a palette
     planned = []

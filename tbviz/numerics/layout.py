@@ -33,7 +33,6 @@ import math
 from dataclasses import dataclass
 
 from tbviz.io.png import largest_png
-from tbviz.io.summaries import LAYER_EXTRA_BYTES
 
 KINDS = ("maps", "tokens", "volume", "strip", "block", "image")
 
@@ -216,6 +215,7 @@ def fit_pixel_budget(
     max_channels: int,
     max_size: int,
     padding: int = 1,
+    layer_bytes: int = 0,
 ) -> list[tuple[int, int]]:
     """Per layer, the ``(max_size, max_channels)`` that keep one epoch's pictures within a budget.
 
@@ -223,8 +223,8 @@ def fit_pixel_budget(
     most `max_pixels` pixels, and the epoch's event bytes at most
     `BYTES_PER_BUDGET_PIXEL` per pixel of it (or `SMALL_EPOCH_BYTES`) whatever
     the pictures hold (each PNG counted as stored uncompressed,
-    `tbviz.io.png.largest_png`, each layer with its statistics,
-    `tbviz.io.summaries.LAYER_EXTRA_BYTES`): noisy pictures compress hardly at
+    `tbviz.io.png.largest_png`, each layer with `layer_bytes` for its statistics
+    and metadata, `tbviz.io.summaries.LAYER_EXTRA_BYTES` for the logger): noisy pictures compress hardly at
     all, and a many-layer epoch's PNG chunks and statistics are 1.6 MB of the
     5 MB that the default 3.5 million pixels may take. Under the budget every layer keeps
     `max_size` and `max_channels`. Over it, one common limit on the picture
@@ -241,6 +241,7 @@ def fit_pixel_budget(
         probes: pictures per layer and epoch.
         max_pixels: the budget; None: no budget.
         max_channels, max_size, padding: as in `tbviz.numerics.pictures.PictureOptions`.
+        layer_bytes: the bytes each layer writes beside its PNGs.
     """
     unchanged = [(max_size, max_channels)] * len(layouts)
     if max_pixels is None:
@@ -253,7 +254,7 @@ def fit_pixel_budget(
             height, width = layout.picture(channels, size, padding)
             rgb = layout.kind == "image" and layout.channels == 3
             pixels += probes * height * width
-            largest += probes * largest_png(height, width, rgb=rgb) + LAYER_EXTRA_BYTES
+            largest += probes * largest_png(height, width, rgb=rgb) + layer_bytes
         return pixels <= max_pixels and largest <= max_bytes
 
     if fits(unchanged):
