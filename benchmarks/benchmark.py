@@ -573,6 +573,8 @@ def goal_table(runs: int, rounds: int | None) -> str:
         low, high = min(values), max(values)
         span = _figure(low, g.unit) if runs == 1 else f"{_figure(low, '')} to {_figure(high, g.unit)}"
         met = "yes" if high <= g.goal else ("no" if low > g.goal else "in part")
+        if low < 0:  # logged epochs timed shorter than unlogged ones: the method failed
+            met = "not measured (negative)"
         lines.append(f"| {g.what} | {span} | ≤ {_figure(g.goal, g.unit)} | {met} |")
     return "\n".join(lines)
 

@@ -357,8 +357,8 @@ def test_tensorboard_without_tensorflow_serves_every_epoch_from_gcs(gcs, monkeyp
     """`tensorboard --logdir gs://... --load_fast=false` without TensorFlow (through gcsfs: the Rust loader reaches Google's endpoint only, not an emulator) serves every epoch in the Images dashboard and the tab.
 
     With `--reload_multifile=true`: the Python loader alone never goes back to an object it
-    has passed, and on a loaded machine it once showed epochs 1 and 3 of this run, never 2
-    (docs/remote.md, Limits); polling every object, it reads a missed one at the next reload."""
+    has passed, and on a loaded machine it showed epochs 1 and 3 of this run, never 2 (twice in three runs)
+    (docs/remote.md, "Reading it back"); polling every object, it reads a missed one at the next reload."""
     log_dir = f"gs://{BUCKET}/board"
     write_epochs(log_dir, range(3))
     assert len(fsspec.filesystem("gs").ls(f"{log_dir}/{tags.RUN_NAME}")) == 3  # one object an epoch
