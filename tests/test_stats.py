@@ -5,12 +5,12 @@ import pytest
 from keras.ops import convert_to_numpy as to_np
 
 from tbviz.numerics import stats as stats_module
-from tbviz.numerics.stats import count_nonfinite, sample, sample_statistics
+from tbviz.numerics.stats import finiteness, nonfinite_count, sample, sample_statistics
 
 
 def layer_statistics(x):
     """What the step computes of one layer's output: its sample's statistics and its NaN/Inf count."""
-    return {**sample_statistics(sample(x)), "nonfinite": count_nonfinite(x)}
+    return {**sample_statistics(sample(x)), "nonfinite": nonfinite_count(x)}
 
 
 def test_statistics_match_numpy():
@@ -39,7 +39,8 @@ def test_nonfinite_values_are_counted_and_left_out():
     assert stats["std"] == pytest.approx(finite.std(), rel=1e-5)
     assert stats["zero_fraction"] == pytest.approx(1 / 8)
     assert stats["histogram"][:, 2].sum() == 5 and stats["histogram"][0, 0] == 0
-    assert to_np(count_nonfinite(x)) == 3  # the cheap count used when statistics are off
+    assert to_np(nonfinite_count(x)) == 3  # the careful step's count
+    assert not np.isfinite(to_np(finiteness(x)))  # the lean step's check sees them
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

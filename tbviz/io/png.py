@@ -41,11 +41,17 @@ _PALETTE, _RGB = 3, 2  # PNG colour types
 _STORED_BLOCK = 65_535  # the most bytes a stored (uncompressed) deflate block holds
 
 
+def _stored_size(raw: int) -> int:
+    """The bytes of a zlib stream holding `raw` bytes stored as they are: header, a 5-byte
+    head per block, Adler-32."""
+    return 2 + raw + 5 * max(1, -(-raw // _STORED_BLOCK)) + 4
+
+
 def largest_png(height: int, width: int, *, rgb: bool = False) -> int:
     """The most bytes `encode_picture` makes of a ``height x width`` picture, whatever it
     holds: its rows stored as they are (`_encode` never writes more), plus the chunks."""
     raw = height * (width * (3 if rgb else 1) + 1)  # each row: its filter byte, its pixels
-    deflated = 2 + raw + 5 * max(1, -(-raw // _STORED_BLOCK)) + 4  # zlib header, blocks, Adler-32
+    deflated = _stored_size(raw)
     chunks = 12 * (3 if rgb else 4) + 13 + (0 if rgb else 3 * 256)  # IHDR, PLTE, IDAT, IEND
     return len(_SIGNATURE) + chunks + deflated
 
@@ -78,7 +84,7 @@ def _encode(rows: np.ndarray, colour_type: int, plte: bytes | None = None) -> by
         chunks.append(_chunk(b"PLTE", plte))
     raw = data.tobytes()
     deflated = _deflate.compress(raw, _LEVEL)
-    if len(deflated) > len(raw) + 5 * max(1, -(-len(raw) // _STORED_BLOCK)) + 6:
+    if len(deflated) > _stored_size(len(raw)):
         deflated = zlib.compress(raw, 0)  # noise: stored as it is, never larger (`largest_png`)
     chunks.append(_chunk(b"IDAT", deflated))
     return b"".join([_SIGNATURE, *chunks, _chunk(b"IEND", b"")])

@@ -63,15 +63,6 @@ def nonfinite_count(x: Any) -> Any:
     return ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "float32"))
 
 
-def count_nonfinite(x: Any) -> Any:
-    """The number of NaN/Inf values in `x`, as float32: `finiteness`, and only where it is
-    not finite, `nonfinite_count`."""
-    x = ops.convert_to_tensor(x)
-    return ops.cond(
-        ops.isfinite(finiteness(x)), lambda: ops.zeros((), "float32"), lambda: nonfinite_count(x)
-    )
-
-
 def sample(x: Any, max_values: int = MAX_VALUES, *, padded: bool = False) -> Any:
     """The values a layer's statistics are taken from: `x` flattened, every `sample_stride`-th,
     float32; `padded`: with NaN after them up to `max_values` (every statistic leaves NaN

@@ -18,9 +18,10 @@ The per-layer work of `tbviz.ActivationLogger`'s step, in two parts
   a ResNet-50's 175 layers make 12 groups, a MobileNetV2's 153 make 22. A
   group is finished as soon as its last layer is reduced.
 
-Almost always a layer has no NaN/Inf: then both parts take a lean path with
-no masks (`tbviz.numerics.pictures.when_finite`), decided once per layer (in
-`reduce_layer`: one condition) and once per group (in `finish_group`).
+Almost always a layer has no NaN/Inf: the lean step (``finite=True``) takes
+every output to hold none, uses no masks and only checks it; where one does,
+the careful step (``finite=False``, masks, counts) is run instead
+(`tbviz.step.base.Step`), with no condition inside either.
 
 A layer's numbers leave the step as one float32 vector, packed and unpacked
 here only (`LayerNumbers`).
